@@ -1,0 +1,81 @@
+// One-line checks that turn a failed call into an llResult_t, record where it was first seen
+// (LL_WARN keeps it as the last error) and leave a breadcrumb per level on the way up (INFO).
+#pragma once
+
+#include <cerrno>
+#include <cstring>
+
+#include "debug.h"
+#include "llep.h"
+
+// Propagate a failed llResult_t.
+#define LLCHECK(call)                                                               \
+  do {                                                                              \
+    llResult_t llRes_ = (call);                                                     \
+    if (llRes_ != llSuccess) {                                                      \
+      LL_INFO(LL_ALL, "%s:%d -> %d", __FILE__, __LINE__, (int)llRes_);              \
+      return llRes_;                                                                \
+    }                                                                               \
+  } while (0)
+
+// Same, but store the result in `res` and jump to `label` (cleanup in reverse order).
+#define LLCHECKGOTO(call, res, label)                                               \
+  do {                                                                              \
+    (res) = (call);                                                                 \
+    if ((res) != llSuccess) {                                                       \
+      LL_INFO(LL_ALL, "%s:%d -> %d", __FILE__, __LINE__, (int)(res));               \
+      goto label;                                                                   \
+    }                                                                               \
+  } while (0)
+
+// Argument checks: a false condition is the caller's fault, reported with a message naming it.
+#define LL_REQUIRE(cond, code, ...)                                                 \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      LL_WARN(__VA_ARGS__);                                                         \
+      return (code);                                                                \
+    }                                                                               \
+  } while (0)
+
+// A CUDA runtime call; clears the sticky-free error state so the next call starts clean.
+#define CUDACHECK(call)                                                             \
+  do {                                                                              \
+    cudaError_t llErr_ = (call);                                                    \
+    if (llErr_ != cudaSuccess) {                                                    \
+      (void)cudaGetLastError();                                                     \
+      LL_WARN("CUDA error: %s: '%s' (%s:%d)", #call, cudaGetErrorString(llErr_),    \
+              __FILE__, __LINE__);                                                  \
+      return llCudaError;                                                           \
+    }                                                                               \
+  } while (0)
+
+#define CUDACHECKGOTO(call, res, label)                                             \
+  do {                                                                              \
+    cudaError_t llErr_ = (call);                                                    \
+    if (llErr_ != cudaSuccess) {                                                    \
+      (void)cudaGetLastError();                                                     \
+      LL_WARN("CUDA error: %s: '%s' (%s:%d)", #call, cudaGetErrorString(llErr_),    \
+              __FILE__, __LINE__);                                                  \
+      (res) = llCudaError;                                                          \
+      goto label;                                                                   \
+    }                                                                               \
+  } while (0)
+
+// A system call returning -1 on failure; retried on EINTR.
+#define SYSCHECKVAL(call, name, retval)                                             \
+  do {                                                                              \
+    do {                                                                            \
+      (retval) = (call);                                                            \
+    } while ((retval) == -1 && errno == EINTR);                                     \
+    if ((retval) == -1) {                                                           \
+      LL_WARN("system call %s failed: %s", name, strerror(errno));                  \
+      return llSystemError;                                                         \
+    }                                                                               \
+  } while (0)
+
+#define SYSCHECK(call, name)                                                        \
+  do {                                                                              \
+    int llRet_;                                                                     \
+    SYSCHECKVAL(call, name, llRet_);                                                \
+    (void)llRet_;                                                                   \
+  } while (0)

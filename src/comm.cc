@@ -1,0 +1,149 @@
+// Communicator setup over an established bootstrap, and its collective teardown.
+#include "comm.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "buffer_layout.h"
+#include "checks.h"
+#include "param.h"
+#include "transport/p2p/p2p.h"
+
+namespace {
+
+constexpr uint64_t kPeerInfoMagic = 0x6c6c65702d706931ull;  // "llep-pi1"
+
+uint64_t fnv1a(const char* s, uint64_t h = 0xcbf29ce484222325ull) {
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return h;
+}
+
+// Ranks with equal hashes share a host. The boot id tells apart containers that share a host name;
+// LLEP_LOCAL_RANKS=n splits one host into simulated nodes of n ranks (tests of the inter-node path).
+uint64_t hostHash(int rank) {
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  uint64_t h = fnv1a(host);
+  FILE* f = fopen("/proc/sys/kernel/random/boot_id", "r");
+  if (f) {
+    char boot[64] = "";
+    if (fgets(boot, sizeof(boot), f)) h = fnv1a(boot, h);
+    fclose(f);
+  }
+  int64_t local = llParamLocalRanks();
+  if (local > 0) h += (uint64_t)(rank / local) * 0x9e3779b97f4a7c15ull;
+  return h;
+}
+
+// Every rank checks the same gathered table, so all of them fail alike on a disagreement.
+llResult_t checkAgreement(const llComm* comm) {
+  const llCommConfig& a = comm->peers[0].config;
+  for (int r = 1; r < comm->nranks; r++) {
+    const llCommConfig& b = comm->peers[r].config;
+    const char* field = a.maxTokensPerRank != b.maxTokensPerRank ? "maxTokensPerRank"
+                        : a.hidden != b.hidden                   ? "hidden"
+                        : a.numExperts != b.numExperts           ? "numExperts"
+                        : a.maxTopk != b.maxTopk                 ? "maxTopk"
+                        : a.bufferBytes != b.bufferBytes         ? "bufferBytes"
+                                                                 : nullptr;
+    LL_REQUIRE(field == nullptr, llInvalidUsage, "config.%s differs between rank 0 and rank %d: all ranks must pass the same shape",
+               field, r);
+    LL_REQUIRE(comm->peers[r].nranks == comm->nranks && comm->peers[r].rank == r &&
+                   comm->peers[r].magic == kPeerInfoMagic,
+               llInternalError, "rank %d published an inconsistent record", r);
+  }
+  return llSuccess;
+}
+
+llResult_t connectPeers(llComm* comm) {
+  comm->routes.assign(comm->nranks, llRoute{});
+  for (int r = 0; r < comm->nranks; r++) {
+    const llPeerInfo& peer = comm->peers[r];
+    if ((comm->config.transports & LL_TRANSPORT_P2P) && llP2pCanReach(comm, peer)) {
+      LLCHECK(llP2pConnect(comm, peer, &comm->routes[r]));
+      continue;
+    }
+    LL_WARN("rank %d cannot reach rank %d (pid %d, GPU %s) with the allowed transports 0x%x "
+            "(p2p needs the same host and peer access; ibgda is not available)",
+            comm->rank, r, peer.pid, peer.busId, comm->config.transports);
+    return llInvalidUsage;
+  }
+  CUDACHECK(cudaMalloc((void**)&comm->devRoutes, comm->nranks * sizeof(llRoute)));
+  CUDACHECK(cudaMemcpy(comm->devRoutes, comm->routes.data(), comm->nranks * sizeof(llRoute),
+                       cudaMemcpyHostToDevice));
+  return llSuccess;
+}
+
+llResult_t setup(llComm* comm) {
+  CUDACHECK(cudaGetDevice(&comm->cudaDev));
+  CUDACHECK(cudaMalloc((void**)&comm->buffer, comm->config.bufferBytes));
+  CUDACHECK(cudaMemset(comm->buffer, 0, comm->config.bufferBytes));
+  CUDACHECK(cudaHostAlloc((void**)&comm->asyncError, sizeof(int), cudaHostAllocMapped));
+  *comm->asyncError = llSuccess;
+
+  llPeerInfo self{};
+  self.magic = kPeerInfoMagic;
+  self.rank = comm->rank;
+  self.nranks = comm->nranks;
+  self.hostHash = hostHash(comm->rank);
+  self.pid = getpid();
+  self.cudaDev = comm->cudaDev;
+  CUDACHECK(cudaDeviceGetPCIBusId(self.busId, sizeof(self.busId), comm->cudaDev));
+  self.config = comm->config;
+  LLCHECK(llP2pExport(comm, &self));
+
+  comm->peers.assign(comm->nranks, llPeerInfo{});
+  comm->peers[comm->rank] = self;
+  LLCHECK(comm->bootstrap->allGather(comm->peers.data(), sizeof(llPeerInfo)));
+  LLCHECK(checkAgreement(comm));
+  LLCHECK(connectPeers(comm));
+  CUDACHECK(cudaDeviceSynchronize());
+  // No rank may use a route before its owner has mapped and zeroed everything.
+  LLCHECK(comm->bootstrap->barrier());
+  LL_INFO(LL_INIT, "rank %d/%d on GPU %s: buffer %p (%zu bytes), ready", comm->rank, comm->nranks, self.busId,
+          (void*)comm->buffer, comm->config.bufferBytes);
+  return llSuccess;
+}
+
+}  // namespace
+
+llResult_t llCommSetup(llBootstrap* bootstrap, const llCommConfig& config, llComm** out) {
+  std::unique_ptr<llBootstrap> owned(bootstrap);
+  llComm* comm = new llComm();
+  comm->rank = bootstrap->rank;
+  comm->nranks = bootstrap->nranks;
+  comm->config = config;
+  comm->bootstrap = owned.release();
+  llResult_t res = setup(comm);
+  if (res != llSuccess) {
+    llCommTeardown(comm, /*barrier=*/false);
+    return res;
+  }
+  *out = comm;
+  return llSuccess;
+}
+
+llResult_t llCommTeardown(llComm* comm, bool barrier) {
+  llResult_t res = llSuccess, r;
+  int prevDev = -1;
+  if (cudaGetDevice(&prevDev) != cudaSuccess) (void)cudaGetLastError();
+  if (comm->cudaDev >= 0 && comm->cudaDev != prevDev && cudaSetDevice(comm->cudaDev) != cudaSuccess)
+    (void)cudaGetLastError();
+  // Two barriers: nobody unmaps a peer while it may still be writing, and nobody frees its buffer
+  // while a peer still maps it.
+  if (barrier && (r = comm->bootstrap->barrier()) != llSuccess) res = r;
+  for (llRoute& route : comm->routes)
+    if ((r = llP2pDisconnect(comm, &route)) != llSuccess) res = r;
+  if (barrier && (r = comm->bootstrap->barrier()) != llSuccess) res = r;
+  if (comm->devRoutes && cudaFree(comm->devRoutes) != cudaSuccess) res = llCudaError;
+  if (comm->buffer && cudaFree(comm->buffer) != cudaSuccess) res = llCudaError;
+  if (comm->asyncError && cudaFreeHost((void*)comm->asyncError) != cudaSuccess) res = llCudaError;
+  (void)cudaGetLastError();
+  delete comm->bootstrap;
+  delete comm;
+  if (prevDev >= 0 && cudaSetDevice(prevDev) != cudaSuccess) (void)cudaGetLastError();
+  return res;
+}

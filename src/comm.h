@@ -1,0 +1,44 @@
+// The communicator: what every rank knows about itself and its peers once llCommInit* returns.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "bootstrap/bootstrap.h"
+#include "config.h"
+#include "device/route.h"
+#include "llep.h"
+
+// What each rank publishes about itself at init (allgathered through the bootstrap).
+struct llPeerInfo {
+  uint64_t magic;
+  int rank;
+  int nranks;
+  uint64_t hostHash;  // same value <=> same host (or same simulated node, LLEP_LOCAL_RANKS)
+  int pid;
+  int cudaDev;
+  char busId[32];     // PCI bus id of the GPU, to find it from other processes
+  llCommConfig config;
+  cudaIpcMemHandle_t ipcHandle;  // of the symmetric buffer
+};
+
+struct llComm {
+  int rank = -1;
+  int nranks = 0;
+  int cudaDev = -1;
+  llCommConfig config{};
+  llBootstrap* bootstrap = nullptr;  // kept for the collective teardown
+  char* buffer = nullptr;            // this rank's symmetric buffer [device]
+  std::vector<llPeerInfo> peers;     // indexed by rank
+  std::vector<llRoute> routes;       // host copy, indexed by rank
+  llRoute* devRoutes = nullptr;      // device copy [device]
+  volatile int* asyncError = nullptr;  // kernels write an llResult_t here [host-mapped]
+};
+
+// Builds a communicator over an established bootstrap (takes ownership of it, also on failure).
+llResult_t llCommSetup(llBootstrap* bootstrap, const llCommConfig& config, llComm** out);
+
+// Frees what the communicator owns; collective when barrier is true.
+llResult_t llCommTeardown(llComm* comm, bool barrier);

@@ -1,0 +1,11 @@
+// Compile-only: llep.h is valid C++17 and coexists with nccl.h-style declarations.
+#include "llep.h"
+
+typedef struct ncclComm* ncclComm_t;  // as nccl.h declares it: an identical typedef is legal
+
+llResult_t abiCxxUse(llComm_t* comm, ncclComm_t nccl) {
+  llConfig_t config = LL_CONFIG_INITIALIZER;
+  config.maxTokensPerRank = 128;
+  static_assert(sizeof(llUniqueId) == LL_UNIQUE_ID_BYTES, "unique id size is ABI");
+  return llCommInitFromNccl(comm, nccl, &config);
+}
