@@ -2,6 +2,8 @@
 // (LL_WARN keeps it as the last error) and leave a breadcrumb per level on the way up (INFO).
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -37,28 +39,26 @@
     }                                                                               \
   } while (0)
 
-// A CUDA runtime call; clears the sticky-free error state so the next call starts clean.
-#define CUDACHECK(call)                                                             \
-  do {                                                                              \
-    cudaError_t llErr_ = (call);                                                    \
-    if (llErr_ != cudaSuccess) {                                                    \
-      (void)cudaGetLastError();                                                     \
-      LL_WARN("CUDA error: %s: '%s' (%s:%d)", #call, cudaGetErrorString(llErr_),    \
-              __FILE__, __LINE__);                                                  \
-      return llCudaError;                                                           \
-    }                                                                               \
+// A CUDA runtime call. The error is also cleared from the runtime so the next call starts clean.
+inline bool llCudaFailed(cudaError_t err, const char* call, const char* file, int line) {
+  if (err == cudaSuccess) return false;
+  (void)cudaGetLastError();
+  llDebugLog(LL_LOG_WARN, LL_ALL, file, line, "CUDA error: %s: '%s' (%s:%d)", call, cudaGetErrorString(err), file,
+             line);
+  return true;
+}
+
+#define CUDACHECK(call)                                                  \
+  do {                                                                   \
+    if (llCudaFailed((call), #call, __FILE__, __LINE__)) return llCudaError; \
   } while (0)
 
-#define CUDACHECKGOTO(call, res, label)                                             \
-  do {                                                                              \
-    cudaError_t llErr_ = (call);                                                    \
-    if (llErr_ != cudaSuccess) {                                                    \
-      (void)cudaGetLastError();                                                     \
-      LL_WARN("CUDA error: %s: '%s' (%s:%d)", #call, cudaGetErrorString(llErr_),    \
-              __FILE__, __LINE__);                                                  \
-      (res) = llCudaError;                                                          \
-      goto label;                                                                   \
-    }                                                                               \
+#define CUDACHECKGOTO(call, res, label)                                  \
+  do {                                                                   \
+    if (llCudaFailed((call), #call, __FILE__, __LINE__)) {               \
+      (res) = llCudaError;                                               \
+      goto label;                                                        \
+    }                                                                    \
   } while (0)
 
 // A system call returning -1 on failure; retried on EINTR.
