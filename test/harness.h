@@ -100,8 +100,8 @@ inline int main(int argc, char** argv) {
 
 #define EXPECT_EQ(a, b)                                                         \
   do {                                                                          \
-    auto&& llA_ = (a);                                                          \
-    auto&& llB_ = (b);                                                          \
+    auto llA_ = (a); /* copies: a reference could outlive a temporary */       \
+    auto llB_ = (b);                                                            \
     if (!(llA_ == llB_))                                                        \
       lltest::fail(__FILE__, __LINE__, lltest::describe(#a, #b, llA_, llB_));   \
   } while (0)
