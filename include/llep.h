@@ -10,6 +10,7 @@
 #ifndef LLEP_H_
 #define LLEP_H_
 
+#include <cuda_runtime_api.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -141,6 +142,126 @@ llResult_t llCommUserRank(const llComm_t comm, int* rank);
  * LL_MAX_TOPK). N = max tokens per rank, H = hidden, R = ranks, E = experts. [host] bytes: out. */
 llResult_t llGetBufferSizeHint(int maxTokensPerRank, int hidden, int nranks, int numExperts,
                                size_t* bytes);
+
+
+/* ---------------------------------------------------------------------------------------------- *
+ * Dispatch and combine (DeepEP low-latency semantics). Shapes use N = config.maxTokensPerRank,
+ * H = config.hidden, E = config.numExperts, R = ranks, E_l = E / R, T = tokens this call, K = top-k.
+ * All calls on one communicator must be ordered on the GPU (one stream, or streams joined by events):
+ * every rank makes the same sequence of calls. Nothing here synchronises with the host, so a
+ * dispatch + combine can be captured in a CUDA graph and replayed.
+ *
+ * Results that live in library memory: a send-only call's pending receive phase, and the zero-copy
+ * combine buffer. Two internal buffers alternate between calls, so at most two such results may be
+ * outstanding; a call that would overwrite a third is refused with llInvalidUsage.
+ * ---------------------------------------------------------------------------------------------- */
+
+#define LL_ARGS_MAGIC 0x4c4c4152u /* "LLAR" */
+
+/* llDispatchArgs_t.flags / llCombineArgs_t.flags */
+#define LL_FP8 0x1          /* dispatch: recvX is fp8 e4m3 with one fp32 scale per 128 channels */
+#define LL_ROUND_SCALE 0x2  /* dispatch, with LL_FP8: scales rounded up to powers of two */
+#define LL_UE8M0 0x4        /* dispatch, with LL_FP8: power-of-two scales packed as 8-bit exponents
+                               (implies LL_ROUND_SCALE) */
+#define LL_SEND_ONLY 0x8    /* enqueue the send phase only; llHookRun enqueues the receive phase */
+#define LL_ZERO_COPY 0x10   /* combine: x is the buffer from llGetCombineBuffer */
+
+/* What combine needs from its dispatch. Filled by llDispatch; plain data, may be copied. */
+typedef struct {
+  size_t size;          /* sizeof(llDispatchHandle_t) */
+  unsigned int magic;   /* LL_ARGS_MAGIC */
+  int numTokens;        /* T of the dispatch */
+  int32_t* srcInfo;     /* [device] caller-owned, [E_l, R*N]: as passed to llDispatch */
+  int64_t* layoutRange; /* [device] caller-owned, [E_l, R]: as passed to llDispatch */
+  int maxTokensPerRank, hidden, numExperts;
+  uint64_t internal[2]; /* communicator and call it belongs to */
+} llDispatchHandle_t;
+
+/* A send-only call's pending receive phase. */
+typedef struct {
+  size_t size;         /* sizeof(llHook_t) */
+  unsigned int magic;  /* LL_ARGS_MAGIC */
+  uint64_t internal[3];
+} llHook_t;
+
+typedef struct {
+  size_t size;                  /* sizeof(llDispatchArgs_t) */
+  unsigned int magic;           /* LL_ARGS_MAGIC */
+  int flags;                    /* LL_FP8, LL_ROUND_SCALE, LL_UE8M0, LL_SEND_ONLY */
+  const void* x;                /* [device] in: bf16 [T, H], row-major, 16-byte aligned */
+  const int64_t* topkIdx;       /* [device] in: int64 [T, K], values in [-1, E); -1 = no expert */
+  int numTokens;                /* T: 0..N (may differ per rank and per call) */
+  int topk;                     /* K: 1..config.maxTopk */
+  void* recvX;                  /* [device] out, caller-owned: [E_l, R*N, H] bf16, or fp8 e4m3 with LL_FP8;
+                                   rows [0, recvCount[e]) of expert e are valid, in the order
+                                   (source rank, token, k); 16-byte aligned */
+  void* recvScales;             /* [device] out, caller-owned, LL_FP8 only: float, logical [E_l, R*N, H/128],
+                                   stored [E_l, H/128, R*N] (token fastest); with LL_UE8M0 int32,
+                                   logical [E_l, R*N, ceil(H/512)], stored [E_l, ceil(H/512), R*N], four
+                                   exponent bytes per int32 (group 4p+j in byte j) */
+  int32_t* recvCount;           /* [device] out, caller-owned: [E_l] rows received per local expert */
+  int32_t* srcInfo;             /* [device] out, caller-owned: [E_l, R*N] each row's token index at its source */
+  int64_t* layoutRange;         /* [device] out, caller-owned: [E_l, R], per source rank
+                                   (begin row << 32) | row count */
+  int32_t* cumulativeRecvStats; /* [device] in/out, optional (NULL): [E_l] += rows received */
+  int64_t* waitTimeStats;       /* [device] in/out, optional (NULL): [R] += ns waited for each source */
+  llHook_t* hook;               /* [host] out, with LL_SEND_ONLY: pass to llHookRun */
+} llDispatchArgs_t;
+
+typedef struct {
+  size_t size;                /* sizeof(llCombineArgs_t) */
+  unsigned int magic;         /* LL_ARGS_MAGIC */
+  int flags;                  /* LL_ZERO_COPY, LL_SEND_ONLY */
+  const void* x;              /* [device] in: bf16 [E_l, R*N, H], the expert outputs in the rows dispatch
+                                 produced; with LL_ZERO_COPY the buffer from llGetCombineBuffer */
+  const int64_t* topkIdx;     /* [device] in: the dispatch's int64 [T, K] */
+  const float* topkWeights;   /* [device] in: fp32 [T, K] */
+  int numTokens;              /* T: as in the dispatch */
+  int topk;                   /* K: as in the dispatch */
+  void* out;                  /* [device] out, caller-owned: bf16 [T, H]; out[t] = sum over k with
+                                 topkIdx[t][k] >= 0 of w[t][k] * y_k[t], in fp32, rounded once */
+  int64_t* waitTimeStats;     /* [device] in/out, optional (NULL): [R] += ns waited for each rank */
+  llHook_t* hook;             /* [host] out, with LL_SEND_ONLY: pass to llHookRun */
+} llCombineArgs_t;
+
+#ifdef __cplusplus
+#define LL_ARGS_LITERAL_(type, ...) type{__VA_ARGS__}
+#else
+#define LL_ARGS_LITERAL_(type, ...) ((type){__VA_ARGS__})
+#endif
+/* Every field is named so that strict C and C++ builds see a complete initializer. */
+#define LL_DISPATCH_ARGS_INITIALIZER                                                              \
+  LL_ARGS_LITERAL_(llDispatchArgs_t, sizeof(llDispatchArgs_t), LL_ARGS_MAGIC, 0, NULL, NULL, 0, 0,  \
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+#define LL_COMBINE_ARGS_INITIALIZER                                                               \
+  LL_ARGS_LITERAL_(llCombineArgs_t, sizeof(llCombineArgs_t), LL_ARGS_MAGIC, 0, NULL, NULL, NULL, 0, 0, \
+                   NULL, NULL, NULL)
+#define LL_HOOK_INITIALIZER LL_ARGS_LITERAL_(llHook_t, sizeof(llHook_t), LL_ARGS_MAGIC, {0, 0, 0})
+#define LL_DISPATCH_HANDLE_INITIALIZER                                                            \
+  LL_ARGS_LITERAL_(llDispatchHandle_t, sizeof(llDispatchHandle_t), LL_ARGS_MAGIC, 0, NULL, NULL, 0, 0, 0, \
+                   {0, 0})
+
+/* Sends each token to the ranks of its top-k experts and lays the received tokens out per local
+ * expert. Collective; stream-ordered. [host] args: read during the call only; [host] handle: out. */
+llResult_t llDispatch(llComm_t comm, const llDispatchArgs_t* args, llDispatchHandle_t* handle,
+                      cudaStream_t stream);
+
+/* Sends the expert outputs back to the tokens' ranks and reduces them with the router weights.
+ * Collective; stream-ordered. [host] args, handle: read during the call only. */
+llResult_t llCombine(llComm_t comm, const llCombineArgs_t* args, const llDispatchHandle_t* handle,
+                     cudaStream_t stream);
+
+/* Enqueues the receive phase of a send-only call (DeepEP's receive hook). Once per hook. */
+llResult_t llHookRun(llComm_t comm, llHook_t* hook, cudaStream_t stream);
+
+/* The library buffer the next llCombine may read its expert outputs from (LL_ZERO_COPY): bf16
+ * [E_l, R*N, H]. Valid for the next call on this communicator only, which must be that combine.
+ * [device] *buffer: library-owned. */
+llResult_t llGetCombineBuffer(llComm_t comm, void** buffer);
+
+/* Resets every signal of both internal buffers (e.g. after an error). Collective; synchronises the
+ * stream and the ranks; no call may be in flight. */
+llResult_t llCleanBuffer(llComm_t comm, cudaStream_t stream);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -8,18 +8,17 @@ namespace {
 size_t alignUp(size_t x, size_t a) { return (x + a - 1) / a * a; }
 }  // namespace
 
-llBufferLayout llBufferLayoutFor(int N, int H, int R, int E, int K) {
+llBufferLayout llBufferLayoutFor(int N, int H, int R, int E) {
   llBufferLayout l{};
-  l.dispatchMsgBytes = alignUp(16 + 2 * (size_t)H, 16);
+  l.dispatchMsgBytes = alignUp(kLlMsgHeaderBytes + 2 * (size_t)H, 16);
   l.combineRowBytes = 2 * (size_t)H;
   size_t n = (size_t)N, e = (size_t)E;
-  size_t signalBytes = alignUp((e + (size_t)R) * sizeof(uint64_t), kLlBufferAlign);
-  size_t sendBytes = alignUp(n * l.dispatchMsgBytes, kLlBufferAlign);
-  size_t combineSend = alignUp(e * n * l.combineRowBytes, kLlBufferAlign);  // [E_l][R*N] rows = E*N
-  if (combineSend > sendBytes) sendBytes = combineSend;
-  size_t recvBytes = alignUp(e * n * l.dispatchMsgBytes, kLlBufferAlign);  // [E_l][R][N] messages
-  size_t combineRecv = alignUp(n * (size_t)K * l.combineRowBytes, kLlBufferAlign);
-  if (combineRecv > recvBytes) recvBytes = combineRecv;
+  l.dispatchSignalWord = 0;
+  l.combineSignalWord = e;  // E_l * R dispatch words come first
+  l.creditWord = e + (size_t)R;
+  size_t signalBytes = alignUp((e + 2 * (size_t)R) * sizeof(uint64_t), kLlBufferAlign);
+  size_t sendBytes = alignUp(e * n * l.combineRowBytes, kLlBufferAlign);  // [E_l][R*N] rows = E*N
+  size_t recvBytes = alignUp(e * n * l.dispatchMsgBytes, kLlBufferAlign);  // also holds [E][N] rows
   size_t off = 0;
   for (llBufferHalf& h : l.half) {
     h.signalOffset = off, h.signalBytes = signalBytes, off += signalBytes;
@@ -40,6 +39,6 @@ LL_API llResult_t llGetBufferSizeHint(int N, int H, int R, int E, size_t* bytes)
   LL_REQUIRE(E > 0 && E <= kLlMaxExperts && E % R == 0, llInvalidArgument,
              "llGetBufferSizeHint: numExperts = %d is not in 1..%d and a multiple of nranks = %d", E,
              kLlMaxExperts, R);
-  *bytes = llBufferLayoutFor(N, H, R, E, LL_MAX_TOPK).totalBytes;
+  *bytes = llBufferLayoutFor(N, H, R, E).totalBytes;
   return llSuccess;
 }

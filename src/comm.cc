@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "buffer_layout.h"
+#include "calls.h"
 #include "checks.h"
 #include "param.h"
 #include "transport/p2p/p2p.h"
@@ -100,6 +101,7 @@ llResult_t setup(llComm* comm) {
   LLCHECK(comm->bootstrap->allGather(comm->peers.data(), sizeof(llPeerInfo)));
   LLCHECK(checkAgreement(comm));
   LLCHECK(connectPeers(comm));
+  LLCHECK(llCallsSetup(comm));
   CUDACHECK(cudaDeviceSynchronize());
   // No rank may use a route before its owner has mapped and zeroed everything.
   LLCHECK(comm->bootstrap->barrier());
@@ -138,6 +140,7 @@ llResult_t llCommTeardown(llComm* comm, bool barrier) {
   for (llRoute& route : comm->routes)
     if ((r = llP2pDisconnect(comm, &route)) != llSuccess) res = r;
   if (barrier && (r = comm->bootstrap->barrier()) != llSuccess) res = r;
+  llCallsTeardown(comm);
   if (comm->devRoutes && cudaFree(comm->devRoutes) != cudaSuccess) res = llCudaError;
   if (comm->buffer && cudaFree(comm->buffer) != cudaSuccess) res = llCudaError;
   if (comm->asyncError && cudaFreeHost((void*)comm->asyncError) != cudaSuccess) res = llCudaError;

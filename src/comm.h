@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "bootstrap/bootstrap.h"
+#include "buffer_layout.h"
+#include "device/kernel_args.h"
 #include "config.h"
 #include "device/route.h"
 #include "llep.h"
@@ -35,6 +37,23 @@ struct llComm {
   std::vector<llRoute> routes;       // host copy, indexed by rank
   llRoute* devRoutes = nullptr;      // device copy [device]
   volatile int* asyncError = nullptr;  // kernels write an llResult_t here [host-mapped]
+
+  // Dispatch/combine state (src/calls.cc).
+  uint64_t tag = 0;                     // tells this communicator's handles and hooks from others'
+  llBufferLayout layout{};
+  int blocks = 0;                       // grid size of the kernels: all blocks must be co-resident
+  llDeviceState* devState = nullptr;    // [device]
+  int32_t* expertCounts = nullptr;      // [device] [2][E]
+  int nextHalf = 0;                     // half the next call uses
+  uint64_t calls = 0;                   // calls made (the device's sequence number, as the host sees it)
+  uint64_t zeroCopyCall = 0;            // the call the zero-copy buffer was handed out for (0: none)
+  struct PendingRecv {                  // a send-only call whose receive phase has not been enqueued
+    bool pending = false;
+    bool isDispatch = false;
+    uint64_t call = 0;
+    llDispatchKernelArgs dispatch{};
+    llCombineKernelArgs combine{};
+  } pending[2];
 };
 
 // Builds a communicator over an established bootstrap (takes ownership of it, also on failure).

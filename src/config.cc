@@ -78,7 +78,7 @@ llResult_t llConfigResolve(const llConfig_t* user, int nranks, llCommConfig* out
   LL_REQUIRE(c.timeoutMs > 0, llInvalidArgument, "config.timeoutMs = %d must be > 0", c.timeoutMs);
   LL_REQUIRE(c.numSms >= 0, llInvalidArgument, "config.numSms = %d must be >= 0", c.numSms);
 
-  size_t needed = llBufferLayoutFor(c.maxTokensPerRank, c.hidden, nranks, c.numExperts, c.maxTopk).totalBytes;
+  size_t needed = llBufferLayoutFor(c.maxTokensPerRank, c.hidden, nranks, c.numExperts).totalBytes;
   if (c.bufferBytes == 0) c.bufferBytes = needed;
   LL_REQUIRE(c.bufferBytes >= needed, llInvalidArgument,
              "config.bufferBytes = %zu is smaller than the %zu bytes this shape needs (llGetBufferSizeHint)",

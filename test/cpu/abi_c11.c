@@ -10,3 +10,14 @@ llResult_t abiC11Use(llComm_t* comm, llUniqueId id) {
   config = LL_CONFIG_INITIALIZER;
   return llCommInitRank(comm, 1, id, 0, &config);
 }
+
+llResult_t abiC11Dispatch(llComm_t comm, cudaStream_t stream) {
+  llDispatchArgs_t args = LL_DISPATCH_ARGS_INITIALIZER;
+  llDispatchHandle_t handle = LL_DISPATCH_HANDLE_INITIALIZER;
+  llCombineArgs_t cargs = LL_COMBINE_ARGS_INITIALIZER;
+  llHook_t hook = LL_HOOK_INITIALIZER;
+  args.hook = &hook;
+  llResult_t r = llDispatch(comm, &args, &handle, stream);
+  if (r != llSuccess) return r;
+  return llCombine(comm, &cargs, &handle, stream);
+}

@@ -9,3 +9,14 @@ llResult_t abiCxxUse(llComm_t* comm, ncclComm_t nccl) {
   static_assert(sizeof(llUniqueId) == LL_UNIQUE_ID_BYTES, "unique id size is ABI");
   return llCommInitFromNccl(comm, nccl, &config);
 }
+
+llResult_t abiCxxDispatch(llComm_t comm, cudaStream_t stream) {
+  llDispatchArgs_t args = LL_DISPATCH_ARGS_INITIALIZER;
+  llDispatchHandle_t handle = LL_DISPATCH_HANDLE_INITIALIZER;
+  llCombineArgs_t cargs = LL_COMBINE_ARGS_INITIALIZER;
+  llHook_t hook = LL_HOOK_INITIALIZER;
+  args.hook = &hook;
+  llResult_t r = llDispatch(comm, &args, &handle, stream);
+  if (r != llSuccess) return r;
+  return llCombine(comm, &cargs, &handle, stream);
+}

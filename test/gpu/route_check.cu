@@ -57,7 +57,7 @@ __global__ void waitAndVerify(char* own, uint32_t me, size_t recvOffset, size_t 
 
 llResult_t llRouteCheck(llComm* comm, uint32_t cycle, llRouteCheckResult* result) {
   const llCommConfig& c = comm->config;
-  llBufferLayout layout = llBufferLayoutFor(c.maxTokensPerRank, c.hidden, comm->nranks, c.numExperts, c.maxTopk);
+  llBufferLayout layout = llBufferLayoutFor(c.maxTokensPerRank, c.hidden, comm->nranks, c.numExperts);
   const llBufferHalf& h = layout.half[0];
   size_t ranks = (size_t)comm->nranks;
   LL_REQUIRE(h.recvBytes >= ranks * kSlotWords * 4 && h.signalBytes >= ranks * 8, llInvalidUsage,

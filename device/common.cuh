@@ -1,0 +1,108 @@
+// Device helpers shared by the dispatch and combine kernels: errors, bounded waits, the "last block"
+// rendezvous, signal addresses.
+#pragma once
+
+#include <stdint.h>
+
+#include "device/kernel_args.h"
+#include "device/primitives.cuh"
+#include "llep.h"
+
+constexpr int kLlThreads = 1024;
+constexpr int kLlWarps = kLlThreads / 32;
+
+// Records the first error of the communicator; later ones are dropped. Kernels go on after an error
+// (skipping the bad work) so every rank still completes: they never trap.
+__device__ __forceinline__ void llReportError(const llCommonKernelArgs& a, int code) {
+  if (atomicCAS(&a.state->error, 0, code) == 0) *a.asyncError = code;
+}
+
+__device__ __forceinline__ bool llErrorSeen(const llCommonKernelArgs& a) {
+  return *(volatile int32_t*)&a.state->error != 0;
+}
+
+__device__ __forceinline__ uint64_t* llSignalWord(char* buffer, const llCommonKernelArgs& a, uint32_t word) {
+  return reinterpret_cast<uint64_t*>(buffer + a.signalOffset) + word;
+}
+
+// Waits until the word's upper 32 bits equal tag (the call's sequence number); returns the value,
+// or reports llTimeout and returns 0 when the deadline passes. Returns at once after an earlier error,
+// so one lost peer costs one timeout, not one per wait.
+__device__ __forceinline__ uint64_t llWaitTagged(const llCommonKernelArgs& a, const uint64_t* word, uint32_t tag,
+                                                 uint64_t deadline) {
+  while (true) {
+    uint64_t v = llLoadAcquire(word);
+    if ((uint32_t)(v >> 32) == tag) return v;
+    if (llErrorSeen(a)) return 0;
+    if (llGlobalTimerNs() > deadline) {
+      llReportError(a, llTimeout);
+      return 0;
+    }
+  }
+}
+
+// Waits until a credit word reaches at least seq (the peer consumed that call on this half).
+__device__ __forceinline__ void llWaitCredit(const llCommonKernelArgs& a, const uint64_t* word, uint64_t seq,
+                                             uint64_t deadline) {
+  while (llLoadAcquire(word) < seq) {
+    if (llErrorSeen(a)) return;
+    if (llGlobalTimerNs() > deadline) {
+      llReportError(a, llTimeout);
+      return;
+    }
+  }
+}
+
+// True in every thread of the block that arrives last; the counter is reset for the next call (all
+// other blocks are past it). Each thread's writes before the call are ordered (system scope) before
+// the last block's continuation.
+__device__ __forceinline__ bool llLastBlock(uint32_t* counter) {
+  __shared__ bool last;
+  __threadfence_system();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    uint32_t old = atomicAdd(counter, 1u);
+    last = old == gridDim.x - 1;
+    if (last) *counter = 0;
+    __threadfence_system();
+  }
+  __syncthreads();
+  return last;
+}
+
+// Sequence number of this call, and of the previous call on this half (credits are owed for it).
+__device__ __forceinline__ void llCallSequence(const llCommonKernelArgs& a, uint64_t* seq, uint64_t* prevOnHalf) {
+  if (a.phases & LL_PHASE_SEND) {
+    *seq = *(volatile uint64_t*)&a.state->seq + 1;
+    *prevOnHalf = *(volatile uint64_t*)&a.state->halfSeq[a.half];
+  } else {
+    *seq = *(volatile uint64_t*)&a.state->halfSeq[a.half];
+    *prevOnHalf = 0;
+  }
+}
+
+// Before the first write into a peer's half: the peer has consumed what was last sent there.
+__device__ __forceinline__ void llAwaitCredits(const llCommonKernelArgs& a, uint64_t prevOnHalf, uint64_t deadline) {
+  if (prevOnHalf == 0) return;
+  for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x)
+    llWaitCredit(a, llSignalWord(a.ownBuffer, a, a.creditWord + peer), prevOnHalf, deadline);
+  __syncthreads();
+}
+
+// The last block of a phase: this call is now the latest on its half.
+__device__ __forceinline__ void llPublishSequence(const llCommonKernelArgs& a, uint64_t seq) {
+  if (threadIdx.x == 0) {
+    a.state->seq = seq;
+    a.state->halfSeq[a.half] = seq;
+  }
+}
+
+// After this rank consumed the half: tell every peer it may write here again.
+__device__ __forceinline__ void llReturnCredits(const llCommonKernelArgs& a, uint64_t seq) {
+  for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x)
+    llStoreRelease(llSignalWord(a.routes[peer].base, a, a.creditWord + a.rank), seq);
+}
+
+// 16-byte vector copies.
+__device__ __forceinline__ int4 llLoad16(const void* p) { return *reinterpret_cast<const int4*>(p); }
+__device__ __forceinline__ void llStore16(void* p, int4 v) { *reinterpret_cast<int4*>(p) = v; }

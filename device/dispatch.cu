@@ -1,0 +1,247 @@
+// llDispatch on the GPU.
+//
+// Send phase. Every (token, k) pair with expert e goes to e's rank as one message in the slot
+// (local expert, this rank, slot) of the receiver's half. Slots are deterministic: a pair's slot is
+// the number of earlier pairs (in token, then k order) for the same expert, so received rows come
+// out in (source rank, token, k) order whatever the timing. Blocks own contiguous token ranges; each
+// counts the pairs before its range, then walks its tokens a warp each. The block that owns the last
+// tokens publishes the per-expert totals; the last block to finish sends, for every expert, one
+// signal carrying (sequence << 32) | pairs sent.
+//
+// Receive phase. Work items are (local expert, source rank). An item waits for the signals of all
+// sources up to its own (their counts give its first row), then copies its messages into the
+// caller's packed layout. The last block returns this half's credits to every peer.
+#include <cuda_fp8.h>
+
+#include "device/common.cuh"
+#include "device/dispatch.h"
+#include "device/fp8_quant.h"
+
+namespace {
+
+struct DispatchShared {
+  int roundExperts[kLlWarps][LL_MAX_TOPK];
+  char* dst[kLlWarps][LL_MAX_TOPK];  // message address per (warp's token, k), NULL if not sent
+};
+
+// Destination of pair (token, k) with expert e and slot, in the receiver's current half.
+__device__ __forceinline__ char* messageAddress(const llDispatchKernelArgs& a, int e, int slot) {
+  const llCommonKernelArgs& c = a.c;
+  int dstRank = e / c.localExperts, le = e % c.localExperts;
+  size_t index = ((size_t)le * c.nranks + c.rank) * c.maxTokens + slot;
+  return c.routes[dstRank].base + c.recvOffset + index * a.msgBytes;
+}
+
+// One token to up to K destinations, bf16 payload: 16 bytes a lane per step.
+__device__ void sendBf16(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst, int lane) {
+  int K = a.c.topk;
+  int vecs = a.c.hidden / 8;
+  for (int v = lane; v < vecs; v += 32) {
+    int4 x = llLoad16(row + v * 8);
+    for (int k = 0; k < K; k++)
+      if (dst[k]) llStore16(dst[k] + kLlMsgHeaderBytes + (size_t)v * 16, x);
+  }
+}
+
+// One token to up to K destinations, fp8: each half-warp quantises one group of 128 channels
+// (8 per lane), reduces its amax with shuffles, and stores 8 bytes per lane plus the group's scale.
+__device__ void sendFp8(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst, int lane) {
+  int K = a.c.topk, H = a.c.hidden;
+  int groups = H / kLlQuantGroup;
+  bool roundScale = (a.flags & (LL_ROUND_SCALE | LL_UE8M0)) != 0;
+  int half = lane >> 4, sub = lane & 15;
+  for (int g0 = 0; g0 < groups; g0 += 2) {
+    int g = g0 + half;
+    bool active = g < groups;
+    int4 raw = active ? llLoad16(row + g * kLlQuantGroup + sub * 8) : make_int4(0, 0, 0, 0);
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
+    float f[8];
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      f[i] = llBf16ToFloat(h[i]);
+      amax = fmaxf(amax, fabsf(f[i]));
+    }
+#pragma unroll
+    for (int m = 8; m >= 1; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+    if (!active) continue;
+    float scale = llQuantScale(amax, roundScale);
+    float inv = llQuantInvScale(amax, roundScale);
+    uint2 q;
+    uint8_t* qb = reinterpret_cast<uint8_t*>(&q);
+#pragma unroll
+    for (int i = 0; i < 8; i++) qb[i] = llFp8E4m3FromFloat(f[i] * inv);
+    size_t payload = kLlMsgHeaderBytes + (size_t)g * kLlQuantGroup + sub * 8;
+    size_t scaleAt = kLlMsgHeaderBytes + (size_t)H + (size_t)g * sizeof(float);
+    for (int k = 0; k < K; k++) {
+      if (!dst[k]) continue;
+      *reinterpret_cast<uint2*>(dst[k] + payload) = q;
+      if (sub == 0) *reinterpret_cast<float*>(dst[k] + scaleAt) = scale;
+    }
+  }
+}
+
+// Slots of the pairs of one round of up to kLlWarps tokens (one per warp), from the block's running
+// histogram `hist` of earlier pairs; then the round's pairs are added to it.
+__device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchShared& sh, int token, int warp,
+                            int lane, int tokenEnd) {
+  const llCommonKernelArgs& c = a.c;
+  int K = c.topk;
+  int e = -1;
+  if (token < tokenEnd && lane < K) {
+    int64_t v = a.topkIdx[(size_t)token * K + lane];
+    if (v < -1 || v >= c.numExperts) llReportError(c, llInvalidArgument);  // skipped, never written
+    else e = (int)v;
+  }
+  if (lane < K) sh.roundExperts[warp][lane] = e;
+  __syncthreads();
+  char* dst = nullptr;
+  if (e >= 0) {
+    int slot = hist[e];
+    for (int w = 0; w < warp; w++)
+      for (int k = 0; k < K; k++) slot += sh.roundExperts[w][k] == e;
+    for (int k = 0; k < lane; k++) slot += sh.roundExperts[warp][k] == e;
+    if (slot < c.maxTokens) dst = messageAddress(a, e, slot);
+    else llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
+    if (dst) {
+      int4 header = make_int4(token, lane, 0, 0);
+      llStore16(dst, header);
+    }
+  }
+  if (lane < K) sh.dst[warp][lane] = dst;
+  __syncthreads();
+  if (e >= 0) atomicAdd(&hist[e], 1);
+  __syncthreads();
+}
+
+__device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int* hist, uint64_t seq,
+                          uint64_t prevOnHalf, uint64_t deadline) {
+  const llCommonKernelArgs& c = a.c;
+  int T = c.numTokens, K = c.topk, E = c.numExperts;
+  int perBlock = max(1, (T + (int)gridDim.x - 1) / (int)gridDim.x);
+  int begin = min(T, (int)blockIdx.x * perBlock), end = min(T, begin + perBlock);
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+
+  llAwaitCredits(c, prevOnHalf, deadline);
+  for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < begin * K; i += blockDim.x) {
+    int64_t v = a.topkIdx[i];
+    if (v >= 0 && v < E) atomicAdd(&hist[v], 1);
+  }
+  __syncthreads();
+  for (int round = begin; round < end; round += kLlWarps) {
+    int token = round + warp;
+    assignRound(a, hist, sh, token, warp, lane, end);
+    if (token < end) {
+      const uint16_t* row = a.x + (size_t)token * c.hidden;
+      if (a.flags & LL_FP8) sendFp8(a, row, sh.dst[warp], lane);
+      else sendBf16(a, row, sh.dst[warp], lane);
+    }
+    __syncthreads();
+  }
+  // The block holding the last tokens now has the totals.
+  bool ownsLast = T == 0 ? blockIdx.x == 0 : (begin < end && end == T);
+  if (ownsLast)
+    for (int i = threadIdx.x; i < E; i += blockDim.x) c.expertCounts[c.half * E + i] = hist[i];
+
+  if (llLastBlock(&c.state->sendDone[c.half])) {
+    uint32_t tag = (uint32_t)seq;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+      uint64_t count = (uint64_t)min(c.expertCounts[c.half * E + e], c.maxTokens);
+      int dstRank = e / c.localExperts, le = e % c.localExperts;
+      uint64_t* word = llSignalWord(c.routes[dstRank].base, c, c.dispatchSignalWord + le * c.nranks + c.rank);
+      llStoreRelease(word, ((uint64_t)tag << 32) | count);
+    }
+    llPublishSequence(c, seq);
+  }
+}
+
+// Copies one received message into row `row` of local expert le.
+__device__ void unpackMessage(const llDispatchKernelArgs& a, const char* msg, int le, int row, int lane) {
+  const llCommonKernelArgs& c = a.c;
+  int H = c.hidden;
+  size_t rowsPerExpert = (size_t)c.nranks * c.maxTokens;
+  size_t rowIndex = (size_t)le * rowsPerExpert + row;
+  if (lane == 0) a.srcInfo[rowIndex] = *reinterpret_cast<const int32_t*>(msg);
+  const char* payload = msg + kLlMsgHeaderBytes;
+  if (!(a.flags & LL_FP8)) {
+    char* out = static_cast<char*>(a.recvX) + rowIndex * (size_t)H * 2;
+    for (int v = lane; v < H / 8; v += 32) llStore16(out + (size_t)v * 16, llLoad16(payload + (size_t)v * 16));
+    return;
+  }
+  char* out = static_cast<char*>(a.recvX) + rowIndex * (size_t)H;
+  for (int v = lane; v < H / 16; v += 32) llStore16(out + (size_t)v * 16, llLoad16(payload + (size_t)v * 16));
+  const float* scales = reinterpret_cast<const float*>(payload + H);
+  int groups = H / kLlQuantGroup;
+  if (a.flags & LL_UE8M0) {
+    int words = llUe8m0Words(H);
+    int32_t* packed = static_cast<int32_t*>(a.recvScales);
+    for (int p = lane; p < words; p += 32) {
+      uint32_t w = 0;
+      for (int j = 0; j < 4 && 4 * p + j < groups; j++) w |= (uint32_t)llUe8m0Byte(scales[4 * p + j]) << (8 * j);
+      packed[((size_t)le * words + p) * rowsPerExpert + row] = (int32_t)w;
+    }
+  } else {
+    float* out = static_cast<float*>(a.recvScales);
+    for (int g = lane; g < groups; g += 32) out[((size_t)le * groups + g) * rowsPerExpert + row] = scales[g];
+  }
+}
+
+__device__ void recvPhase(const llDispatchKernelArgs& a, uint64_t seq, uint64_t deadline) {
+  const llCommonKernelArgs& c = a.c;
+  int R = c.nranks, El = c.localExperts;
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __shared__ int beginRow, rowCount;
+  uint32_t tag = (uint32_t)seq;
+  uint64_t waitStart = llGlobalTimerNs();
+  for (int item = blockIdx.x; item < El * R; item += gridDim.x) {
+    int le = item / R, src = item % R;
+    if (threadIdx.x == 0) beginRow = 0;
+    __syncthreads();
+    // Rows of sources before src come first: their counts give this item's first row.
+    for (int s = threadIdx.x; s <= src; s += blockDim.x) {
+      const uint64_t* word = llSignalWord(c.ownBuffer, c, c.dispatchSignalWord + le * R + s);
+      int count = (int)(uint32_t)llWaitTagged(c, word, tag, deadline);
+      if (s < src) atomicAdd(&beginRow, count);
+      else rowCount = count;
+      if (s == src && a.waitTimeStats) atomicAdd((unsigned long long*)&a.waitTimeStats[src],
+                                                 (unsigned long long)(llGlobalTimerNs() - waitStart));
+    }
+    __syncthreads();
+    int begin = beginRow, count = min(rowCount, c.maxTokens);
+    if (threadIdx.x == 0) {
+      a.layoutRange[(size_t)le * R + src] = ((int64_t)begin << 32) | count;
+      if (src == R - 1) {
+        a.recvCount[le] = begin + count;
+        if (a.cumulativeRecvStats) atomicAdd(&a.cumulativeRecvStats[le], begin + count);
+      }
+    }
+    const char* base = c.ownBuffer + c.recvOffset + ((size_t)le * R + src) * c.maxTokens * a.msgBytes;
+    for (int j = warp; j < count; j += kLlWarps) unpackMessage(a, base + (size_t)j * a.msgBytes, le, begin + j, lane);
+    __syncthreads();
+  }
+  if (llLastBlock(&c.state->recvDone[c.half])) llReturnCredits(c, seq);
+}
+
+__global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatchKernelArgs a) {
+  extern __shared__ int hist[];
+  __shared__ DispatchShared sh;
+  uint64_t seq, prevOnHalf;
+  llCallSequence(a.c, &seq, &prevOnHalf);
+  uint64_t deadline = llGlobalTimerNs() + a.c.timeoutNs;
+  if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, seq, prevOnHalf, deadline);
+  if (a.c.phases & LL_PHASE_RECV) recvPhase(a, seq, deadline);
+}
+
+}  // namespace
+
+cudaError_t llLaunchDispatch(const llDispatchKernelArgs& args, int blocks, cudaStream_t stream) {
+  size_t smem = (size_t)args.c.numExperts * sizeof(int);
+  if (smem > 48 * 1024) {
+    cudaError_t err = cudaFuncSetAttribute(dispatchKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err != cudaSuccess) return err;
+  }
+  dispatchKernel<<<blocks, kLlThreads, smem, stream>>>(args);
+  return cudaGetLastError();
+}

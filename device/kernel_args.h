@@ -1,0 +1,69 @@
+// What the host hands the dispatch and combine kernels: plain structs passed by value (so a launch
+// captured in a CUDA graph carries everything it needs), shared by src/ and device/.
+#pragma once
+
+#include <stdint.h>
+
+#include "device/route.h"
+
+// A dispatch message: 16-byte header (int32 token, int32 k, 8 bytes reserved), then the payload:
+// bf16 [H], or fp8 [H] followed by fp32 scales [H/128].
+constexpr uint32_t kLlMsgHeaderBytes = 16;
+
+// Kernel phases (a send-only call launches SEND, its hook RECV, a plain call both in one kernel).
+enum : int { LL_PHASE_SEND = 0x1, LL_PHASE_RECV = 0x2 };
+
+// Device-side state of one communicator (device memory, not symmetric). The sequence numbers live on
+// the GPU so that graph replays advance them: every call, replayed or not, is a new sequence.
+struct llDeviceState {
+  uint64_t seq;          // sequence number of the last call
+  uint64_t halfSeq[2];   // sequence number of the last call on each half
+  uint32_t sendDone[2];  // blocks that finished the send phase (per half); the last one signals
+  uint32_t recvDone[2];  // blocks that finished the receive phase; the last one returns credits
+  int32_t error;         // first llResult_t found on the GPU (also copied to the host-mapped word)
+  int32_t pad;
+};
+
+struct llCommonKernelArgs {
+  const llRoute* routes;     // [R]
+  char* ownBuffer;           // this rank's symmetric buffer
+  llDeviceState* state;
+  int32_t* expertCounts;     // [2][E]: this rank's (token, k) pairs per global expert, per half
+  volatile int* asyncError;  // host-mapped: first llResult_t found on the GPU
+  int rank, nranks, numExperts, localExperts;
+  int maxTokens, hidden, topk, numTokens;
+  int half;
+  int phases;                // LL_PHASE_*
+  uint64_t timeoutNs;
+  uint64_t signalOffset;     // of this call's half
+  uint64_t sendOffset;
+  uint64_t recvOffset;
+  uint32_t dispatchSignalWord, combineSignalWord, creditWord;
+};
+
+struct llDispatchKernelArgs {
+  llCommonKernelArgs c;
+  const uint16_t* x;          // bf16 [T, H]
+  const int64_t* topkIdx;     // [T, K]
+  int flags;                  // LL_FP8 | LL_ROUND_SCALE | LL_UE8M0
+  uint64_t msgBytes;
+  void* recvX;
+  void* recvScales;
+  int32_t* recvCount;
+  int32_t* srcInfo;
+  int64_t* layoutRange;
+  int32_t* cumulativeRecvStats;
+  int64_t* waitTimeStats;
+};
+
+struct llCombineKernelArgs {
+  llCommonKernelArgs c;
+  const uint16_t* x;          // bf16 [E_l, R*N, H]
+  const int64_t* topkIdx;     // [T, K]
+  const float* topkWeights;   // [T, K]
+  const int32_t* srcInfo;     // [E_l, R*N]
+  const int64_t* layoutRange; // [E_l, R]
+  uint16_t* out;              // bf16 [T, H]
+  int64_t* waitTimeStats;
+  uint64_t rowBytes;
+};
