@@ -4,9 +4,11 @@
 // layout range) go back to the source rank, each into the slot (global expert, token) of its receive
 // region, where the token is the row's src_info. The last block to finish signals every rank.
 //
-// Receive phase. Once every rank's signal is in, each warp reduces whole tokens: for each 16-byte
-// chunk it accumulates w[t][k] * row(e_k, t) over k in fp32 and rounds once to bf16. The last block
-// returns this half's credits to every peer.
+// Receive phase. Once every rank's signal is in, warps reduce (token, 256-channel chunk) units: each
+// lane accumulates w[t][k] * row(e_k, t) over k for 8 channels in fp32 and rounds once to bf16. The
+// last block returns this half's credits to every peer.
+//
+// Both phases spread rows over (row, chunk) units so that a few tokens still occupy every SM.
 #include "device/common.cuh"
 #include "device/dispatch.h"
 #include "device/fp8_quant.h"
@@ -29,16 +31,19 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
     }
     int expert = c.rank * El + le;
     char* dstBase = c.routes[src].base + c.recvOffset + (size_t)expert * N * a.rowBytes;
-    for (int j = warp; j < count; j += kLlWarps) {
+    size_t vecsPerRow = a.rowBytes / 16;
+    size_t chunks = (vecsPerRow + 31) / 32;
+    for (size_t u = warp; u < (size_t)count * chunks; u += kLlWarps) {
+      size_t j = u / chunks, v = (u % chunks) * 32 + lane;
       size_t row = (size_t)le * rowsPerExpert + begin + j;
       int token = a.srcInfo[row];
       if (token < 0 || token >= N) {
         if (lane == 0) llReportError(c, llInvalidArgument);
         continue;
       }
+      if (v >= vecsPerRow) continue;
       const char* from = reinterpret_cast<const char*>(a.x) + row * a.rowBytes;
-      char* to = dstBase + (size_t)token * a.rowBytes;
-      for (size_t v = lane; v < a.rowBytes / 16; v += 32) llStore16(to + v * 16, llLoad16(from + v * 16));
+      llStore16(dstBase + (size_t)token * a.rowBytes + v * 16, llLoad16(from + v * 16));
     }
   }
   if (llLastBlock(&c.state->sendDone[c.half])) {
@@ -48,8 +53,8 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
   }
 }
 
-// out[t] for one token, by one warp: lane k holds (expert, weight) of pair k.
-__device__ void reduceToken(const llCombineKernelArgs& a, int token, int lane) {
+// out[t] for 256 channels (8 per lane) of one token, by one warp.
+__device__ void reduceChunk(const llCombineKernelArgs& a, int token, int chunk, int lane) {
   const llCommonKernelArgs& c = a.c;
   int K = c.topk, E = c.numExperts, H = c.hidden;
   int expert = -1;
@@ -58,25 +63,24 @@ __device__ void reduceToken(const llCombineKernelArgs& a, int token, int lane) {
     int64_t e = a.topkIdx[(size_t)token * K + lane];
     if (e >= 0 && e < E) expert = (int)e, weight = a.topkWeights[(size_t)token * K + lane];
   }
-  const char* recv = c.ownBuffer + c.recvOffset;
-  uint16_t* out = a.out + (size_t)token * H;
-  for (int v = lane; v < H / 8; v += 32) {
-    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int k = 0; k < K; k++) {
-      int e = __shfl_sync(0xffffffffu, expert, k);
-      float w = __shfl_sync(0xffffffffu, weight, k);
-      if (e < 0) continue;
-      int4 raw = llLoad16(recv + ((size_t)e * c.maxTokens + token) * a.rowBytes + (size_t)v * 16);
-      const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
+  size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector (8 channels) of this lane
+  const char* recv = c.ownBuffer + c.recvOffset + v * 16;
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int k = 0; k < K; k++) {
+    int e = __shfl_sync(0xffffffffu, expert, k);
+    float w = __shfl_sync(0xffffffffu, weight, k);
+    if (e < 0 || v * 8 >= (size_t)H) continue;
+    int4 raw = llLoad16(recv + ((size_t)e * c.maxTokens + token) * a.rowBytes);
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
 #pragma unroll
-      for (int i = 0; i < 8; i++) acc[i] = fmaf(w, llBf16ToFloat(h[i]), acc[i]);
-    }
-    int4 packed;
-    uint16_t* p = reinterpret_cast<uint16_t*>(&packed);
-#pragma unroll
-    for (int i = 0; i < 8; i++) p[i] = llFloatToBf16(acc[i]);
-    llStore16(out + (size_t)v * 8, packed);
+    for (int i = 0; i < 8; i++) acc[i] = fmaf(w, llBf16ToFloat(h[i]), acc[i]);
   }
+  if (v * 8 >= (size_t)H) return;
+  int4 packed;
+  uint16_t* p = reinterpret_cast<uint16_t*>(&packed);
+#pragma unroll
+  for (int i = 0; i < 8; i++) p[i] = llFloatToBf16(acc[i]);
+  llStore16(a.out + (size_t)token * H + v * 8, packed);
 }
 
 __device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t deadline) {
@@ -89,8 +93,10 @@ __device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t d
   }
   __syncthreads();
   int lane = threadIdx.x % 32;
-  int globalWarp = blockIdx.x * kLlWarps + threadIdx.x / 32;
-  for (int token = globalWarp; token < c.numTokens; token += gridDim.x * kLlWarps) reduceToken(a, token, lane);
+  int chunks = (c.hidden + 255) / 256;
+  int units = c.numTokens * chunks;
+  for (int u = blockIdx.x * kLlWarps + threadIdx.x / 32; u < units; u += gridDim.x * kLlWarps)
+    reduceChunk(a, u / chunks, u % chunks, lane);
   if (llLastBlock(&c.state->recvDone[c.half])) llReturnCredits(c, seq);
 }
 

@@ -4,7 +4,9 @@
 // (local expert, this rank, slot) of the receiver's half. Slots are deterministic: a pair's slot is
 // the number of earlier pairs (in token, then k order) for the same expert, so received rows come
 // out in (source rank, token, k) order whatever the timing. Blocks own contiguous token ranges; each
-// counts the pairs before its range, then walks its tokens a warp each. The block that owns the last
+// counts the pairs before its range, then walks its tokens one by one, all warps sharing a token's
+// 256-channel chunks (latency: a token is spread over the SM, not serialised in one warp). The block
+// that owns the last
 // tokens publishes the per-expert totals; the last block to finish sends, for every expert, one
 // signal carrying (sequence << 32) | pairs sent.
 //
@@ -19,9 +21,10 @@
 
 namespace {
 
+constexpr int kChunkChannels = 256;  // one warp step: 32 lanes x 8 channels (two fp8 groups)
+
 struct DispatchShared {
-  int roundExperts[kLlWarps][LL_MAX_TOPK];
-  char* dst[kLlWarps][LL_MAX_TOPK];  // message address per (warp's token, k), NULL if not sent
+  char* dst[LL_MAX_TOPK];  // message address per k of the current token, NULL if not sent
 };
 
 // Destination of pair (token, k) with expert e and slot, in the receiver's current half.
@@ -32,86 +35,80 @@ __device__ __forceinline__ char* messageAddress(const llDispatchKernelArgs& a, i
   return c.routes[dstRank].base + c.recvOffset + index * a.msgBytes;
 }
 
-// One token to up to K destinations, bf16 payload: 16 bytes a lane per step.
-__device__ void sendBf16(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst, int lane) {
-  int K = a.c.topk;
-  int vecs = a.c.hidden / 8;
-  for (int v = lane; v < vecs; v += 32) {
-    int4 x = llLoad16(row + v * 8);
-    for (int k = 0; k < K; k++)
-      if (dst[k]) llStore16(dst[k] + kLlMsgHeaderBytes + (size_t)v * 16, x);
-  }
+// Chunk `chunk` (256 channels) of one token to up to K destinations, bf16: 16 bytes a lane.
+__device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst,
+                                              int chunk, int lane) {
+  size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector index
+  if (v * 8 >= (size_t)a.c.hidden) return;
+  int4 x = llLoad16(row + v * 8);
+  for (int k = 0; k < a.c.topk; k++)
+    if (dst[k]) llStore16(dst[k] + kLlMsgHeaderBytes + v * 16, x);
 }
 
-// One token to up to K destinations, fp8: each half-warp quantises one group of 128 channels
-// (8 per lane), reduces its amax with shuffles, and stores 8 bytes per lane plus the group's scale.
-__device__ void sendFp8(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst, int lane) {
-  int K = a.c.topk, H = a.c.hidden;
+// Chunk `chunk` of one token, fp8: each half-warp quantises one group of 128 channels (8 per lane),
+// reduces its amax with shuffles, and stores 8 bytes per lane plus the group's scale.
+__device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst,
+                                             int chunk, int lane) {
+  int H = a.c.hidden;
   int groups = H / kLlQuantGroup;
   bool roundScale = (a.flags & (LL_ROUND_SCALE | LL_UE8M0)) != 0;
-  int half = lane >> 4, sub = lane & 15;
-  for (int g0 = 0; g0 < groups; g0 += 2) {
-    int g = g0 + half;
-    bool active = g < groups;
-    int4 raw = active ? llLoad16(row + g * kLlQuantGroup + sub * 8) : make_int4(0, 0, 0, 0);
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
-    float f[8];
-    float amax = 0.f;
+  int g = chunk * 2 + (lane >> 4), sub = lane & 15;
+  bool active = g < groups;
+  int4 raw = active ? llLoad16(row + g * kLlQuantGroup + sub * 8) : make_int4(0, 0, 0, 0);
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
+  float f[8];
+  float amax = 0.f;
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-      f[i] = llBf16ToFloat(h[i]);
-      amax = fmaxf(amax, fabsf(f[i]));
-    }
+  for (int i = 0; i < 8; i++) {
+    f[i] = llBf16ToFloat(h[i]);
+    amax = fmaxf(amax, fabsf(f[i]));
+  }
 #pragma unroll
-    for (int m = 8; m >= 1; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-    if (!active) continue;
-    float scale = llQuantScale(amax, roundScale);
-    float inv = llQuantInvScale(amax, roundScale);
-    uint2 q;
-    uint8_t* qb = reinterpret_cast<uint8_t*>(&q);
+  for (int m = 8; m >= 1; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+  if (!active) return;
+  float scale = llQuantScale(amax, roundScale);
+  float inv = llQuantInvScale(amax, roundScale);
+  uint2 q;
+  uint8_t* qb = reinterpret_cast<uint8_t*>(&q);
 #pragma unroll
-    for (int i = 0; i < 8; i++) qb[i] = llFp8E4m3FromFloat(f[i] * inv);
-    size_t payload = kLlMsgHeaderBytes + (size_t)g * kLlQuantGroup + sub * 8;
-    size_t scaleAt = kLlMsgHeaderBytes + (size_t)H + (size_t)g * sizeof(float);
-    for (int k = 0; k < K; k++) {
-      if (!dst[k]) continue;
-      *reinterpret_cast<uint2*>(dst[k] + payload) = q;
-      if (sub == 0) *reinterpret_cast<float*>(dst[k] + scaleAt) = scale;
-    }
+  for (int i = 0; i < 8; i++) qb[i] = llFp8E4m3FromFloat(f[i] * inv);
+  size_t payload = kLlMsgHeaderBytes + (size_t)g * kLlQuantGroup + sub * 8;
+  size_t scaleAt = kLlMsgHeaderBytes + (size_t)H + (size_t)g * sizeof(float);
+  for (int k = 0; k < a.c.topk; k++) {
+    if (!dst[k]) continue;
+    *reinterpret_cast<uint2*>(dst[k] + payload) = q;
+    if (sub == 0) *reinterpret_cast<float*>(dst[k] + scaleAt) = scale;
   }
 }
 
-// Slots of the pairs of one round of up to kLlWarps tokens (one per warp), from the block's running
-// histogram `hist` of earlier pairs; then the round's pairs are added to it.
-__device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchShared& sh, int token, int warp,
-                            int lane, int tokenEnd) {
+// Slots of one token's pairs from the block's running histogram `hist` of earlier pairs (warp 0),
+// then the token's pairs join the histogram. Fills sh.dst and writes each message's header.
+__device__ void assignToken(const llDispatchKernelArgs& a, int* hist, DispatchShared& sh, int token, int lane) {
   const llCommonKernelArgs& c = a.c;
   int K = c.topk;
   int e = -1;
-  if (token < tokenEnd && lane < K) {
+  if (lane < K) {
     int64_t v = a.topkIdx[(size_t)token * K + lane];
     if (v < -1 || v >= c.numExperts) llReportError(c, llInvalidArgument);  // skipped, never written
     else e = (int)v;
   }
-  if (lane < K) sh.roundExperts[warp][lane] = e;
-  __syncthreads();
   char* dst = nullptr;
+  int slot = e >= 0 ? hist[e] : 0;
+  for (int k = 0; k < K; k++) {
+    int ek = __shfl_sync(0xffffffffu, e, k);
+    if (k < lane && ek == e) slot++;
+  }
   if (e >= 0) {
-    int slot = hist[e];
-    for (int w = 0; w < warp; w++)
-      for (int k = 0; k < K; k++) slot += sh.roundExperts[w][k] == e;
-    for (int k = 0; k < lane; k++) slot += sh.roundExperts[warp][k] == e;
-    if (slot < c.maxTokens) dst = messageAddress(a, e, slot);
-    else llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
-    if (dst) {
-      int4 header = make_int4(token, lane, 0, 0);
-      llStore16(dst, header);
+    if (slot < c.maxTokens) {
+      dst = messageAddress(a, e, slot);
+      llStore16(dst, make_int4(token, lane, 0, 0));
+    } else {
+      llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
     }
   }
-  if (lane < K) sh.dst[warp][lane] = dst;
-  __syncthreads();
+  if (lane < K) sh.dst[lane] = dst;
+  __syncwarp();
   if (e >= 0) atomicAdd(&hist[e], 1);
-  __syncthreads();
 }
 
 __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int* hist, uint64_t seq,
@@ -121,6 +118,7 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int perBlock = max(1, (T + (int)gridDim.x - 1) / (int)gridDim.x);
   int begin = min(T, (int)blockIdx.x * perBlock), end = min(T, begin + perBlock);
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int chunks = (c.hidden + kChunkChannels - 1) / kChunkChannels;
 
   llAwaitCredits(c, prevOnHalf, deadline);
   for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0;
@@ -130,13 +128,13 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
     if (v >= 0 && v < E) atomicAdd(&hist[v], 1);
   }
   __syncthreads();
-  for (int round = begin; round < end; round += kLlWarps) {
-    int token = round + warp;
-    assignRound(a, hist, sh, token, warp, lane, end);
-    if (token < end) {
-      const uint16_t* row = a.x + (size_t)token * c.hidden;
-      if (a.flags & LL_FP8) sendFp8(a, row, sh.dst[warp], lane);
-      else sendBf16(a, row, sh.dst[warp], lane);
+  for (int token = begin; token < end; token++) {
+    if (warp == 0) assignToken(a, hist, sh, token, lane);
+    __syncthreads();
+    const uint16_t* row = a.x + (size_t)token * c.hidden;
+    for (int chunk = warp; chunk < chunks; chunk += kLlWarps) {
+      if (a.flags & LL_FP8) sendChunkFp8(a, row, sh.dst, chunk, lane);
+      else sendChunkBf16(a, row, sh.dst, chunk, lane);
     }
     __syncthreads();
   }
