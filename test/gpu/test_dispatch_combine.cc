@@ -675,22 +675,25 @@ struct ShapeSpec {
   bool allToOne;    // every valid pair picks one hot expert
   bool quick;       // small enough for compute-sanitizer
   bool soak;        // one mode runs kSoakIters back-to-back iterations
+  bool big;         // past DeepEP's limits: runs two modes once (host references are large)
 };
 
 // Full-layout host arrays are E*N*H elements (independent of R); kept <= ~30M so that 8 ranks on one
 // machine stay fast.
 // clang-format off
 constexpr ShapeSpec kShapes[] = {
-    // N   H     E    K   ragged  -1   dup    hot    quick  soak
-    {8,  1536, 0,   1,  true,  0.1, false, false, true,  false},
-    {16, 1536, 64,  8,  true,  0.1, false, false, true,  false},
-    {8,  7168, 256, 16, true,  0.1, false, false, true,  false},
-    {64, 4096, 64,  8,  false, 0.1, false, false, false, true},
-    {32, 7168, 64,  1,  true,  0.0, false, false, false, false},
-    {16, 4096, 256, 16, false, 0.1, false, false, false, false},
-    {32, 1536, 0,   16, true,  0.1, true,  false, false, false},
-    {64, 7168, 64,  8,  true,  0.0, false, true,  false, false},
-    {48, 1536, 256, 8,  true,  0.1, false, false, false, false},
+    // N     H      E    K   ragged  -1   dup    hot    quick  soak   big
+    {8,    1536,  0,   1,  true,  0.1, false, false, true,  false, false},
+    {16,   1536,  64,  8,  true,  0.1, false, false, true,  false, false},
+    {8,    7168,  256, 16, true,  0.1, false, false, true,  false, false},
+    {64,   4096,  64,  8,  false, 0.1, false, false, false, true,  false},
+    {32,   7168,  64,  1,  true,  0.0, false, false, false, false, false},
+    {16,   4096,  256, 16, false, 0.1, false, false, false, false, false},
+    {32,   1536,  0,   16, true,  0.1, true,  false, false, false, false},
+    {64,   7168,  64,  8,  true,  0.0, false, true,  false, false, false},
+    {48,   1536,  256, 8,  true,  0.1, false, false, false, false, false},
+    {1024, 1536,  64,  8,  false, 0.0, false, true,  false, false, true},   // N = 1024, all on one expert
+    {16,   16384, 64,  8,  true,  0.1, false, false, false, false, true},   // H = 16384
 };
 // clang-format on
 constexpr int kNumShapes = sizeof(kShapes) / sizeof(kShapes[0]);
@@ -747,7 +750,10 @@ int runShape(const Options& o, int index) {
       for (bool zeroCopy : {false, true}) {
         Mode m{p, hook, zeroCopy};
         bool soak = spec.soak && p == llRefPayload::kFp8 && !hook && !zeroCopy;
-        int iters = soak ? kSoakIters : o.iters;
+        bool bigMode = (p == llRefPayload::kFp8 && !hook && !zeroCopy) ||
+                       (p == llRefPayload::kBf16 && hook && zeroCopy);
+        if (spec.big && !bigMode) continue;
+        int iters = soak ? kSoakIters : spec.big ? 1 : o.iters;
         for (int it = 0; it < iters; it++, pairs++) {
           uint64_t seed = o.seed * 1000003u + index * 100000u + combo * 1000u + it;
           gWhere = format("matrix shape %d (%s), %s, iteration %d, seed %llu", index, name.c_str(),
