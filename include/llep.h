@@ -102,8 +102,9 @@ const char* llGetErrorString(llResult_t result);
  * owned by llep and valid until the thread's next llep call. */
 const char* llGetLastError(llComm_t comm);
 
-/* Creates a rendezvous: opens a listening socket on this host, starts a thread that serves it until
- * all ranks of one communicator have met or LLEP_BOOTSTRAP_TIMEOUT_MS passes, and returns its id.
+/* Creates a rendezvous: opens a listening socket on this host, starts a thread that serves it, and
+ * returns its id. The thread serves communicators one after another (ranks that create several from
+ * one id create them in the same order) and ends once none has come for LLEP_BOOTSTRAP_TIMEOUT_MS.
  * Call on one process (which need not be a rank) and hand the bytes to every rank.
  * [host] uniqueId: out, caller-owned. */
 llResult_t llGetUniqueId(llUniqueId* uniqueId);

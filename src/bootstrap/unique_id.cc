@@ -196,13 +196,30 @@ llResult_t replyResult(const llSocket& s, const llHello& hello, const llHelloRep
 }
 
 // The root of a RELAY id: serves one communicator, then closes everything.
-void serveRoot(llSocket listener, uint64_t secret, int64_t deadline) {
-  std::vector<llSocket> conns;
-  std::vector<llHello> hellos;
-  if (llRendezvousServe(listener, secret, 0, 0, deadline, &conns, &hellos) != llSuccess) return;
-  listener.close();
-  if (llRendezvousAccept(conns, 0, hellos[0].hub, llNowMs() + kAnswerMs) != llSuccess) return;
-  LL_INFO(LL_BOOTSTRAP, "rendezvous root served %zu ranks", conns.size());
+// True once a connection is waiting on the listener, false if none came before the deadline.
+bool connectionArrives(const llSocket& listener, int64_t deadlineMs) {
+  while (true) {
+    int64_t left = deadlineMs - llNowMs();
+    if (left <= 0) return false;
+    pollfd p = {listener.fd, POLLIN, 0};
+    int rc = poll(&p, 1, (int)std::min<int64_t>(left, INT_MAX));
+    if (rc > 0) return true;
+    if (rc < 0 && errno != EINTR) return false;
+  }
+}
+
+// Serves communicators one after another: ranks create them in the same order, and no rank can join
+// communicator n+1 before every rank has joined communicator n, so the hellos never mix. The thread
+// ends quietly once no rank has come for lifeMs after the first communicator.
+void serveRoot(llSocket listener, uint64_t secret, int64_t lifeMs) {
+  for (int served = 0;; served++) {
+    if (served > 0 && !connectionArrives(listener, llNowMs() + lifeMs)) return;
+    std::vector<llSocket> conns;
+    std::vector<llHello> hellos;
+    if (llRendezvousServe(listener, secret, 0, 0, llNowMs() + lifeMs, &conns, &hellos) != llSuccess) return;
+    if (llRendezvousAccept(conns, 0, hellos[0].hub, llNowMs() + kAnswerMs) != llSuccess) return;
+    LL_INFO(LL_BOOTSTRAP, "rendezvous root served communicator %d (%zu ranks)", served, conns.size());
+  }
 }
 
 bool parseInt(const char* s, int* out) {
@@ -292,7 +309,7 @@ LL_API llResult_t llGetUniqueId(llUniqueId* uniqueId) {
   int64_t lifeMs = llParamBootstrapTimeoutMs();
   LL_INFO(LL_BOOTSTRAP, "rendezvous root on %s for %lld ms", listener.peer, (long long)lifeMs);
   try {
-    std::thread(serveRoot, std::move(listener), info.secret, llNowMs() + lifeMs).detach();
+    std::thread(serveRoot, std::move(listener), info.secret, lifeMs).detach();
   } catch (const std::system_error& e) {
     LL_WARN("llGetUniqueId: cannot start the rendezvous thread: %s", e.what());
     return llSystemError;

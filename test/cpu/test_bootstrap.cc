@@ -293,6 +293,15 @@ LL_TEST(two_ranks) {
 
 LL_TEST(four_ranks) { runCommunicator(relayId(), 4, kIterations); }
 
+// One id serves communicators one after another (ranks create several from one LLEP_UNIQUE_ID).
+LL_TEST(relay_id_serves_several) {
+  llUniqueId id = relayId();
+  auto rank = [&](int r) {
+    for (int n = 0; n < 3; n++) withBootstrap(id, r, 3, [&](llBootstrap* b) { exercise(b, 3); });
+  };
+  EXPECT_EQ(runChildren(3, rank), 0);
+}
+
 LL_TEST(eight_ranks) { runCommunicator(relayId(), 8, kIterations); }
 
 LL_TEST(wrong_secret_refused) {

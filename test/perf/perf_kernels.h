@@ -1,0 +1,16 @@
+// The two kernels the latency floor is made of (test/perf/perf_kernels.cu).
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+// An empty kernel of one warp: what any call on a stream costs at least, launch and completion.
+cudaError_t llPerfLaunchEmpty(cudaStream_t stream);
+
+// One side of a signal ping-pong of `iters` round trips between two ranks. Each side waits on its own
+// flag (`ownFlag`, zeroed before the peer may write it) and writes the peer's (`peerFlag`, mapped from
+// the peer), with the library's release/acquire primitives. The initiator writes first.
+// result (device, 3 words): [0] 0, or 1 if the peer stopped answering within timeoutNs;
+// [1] and [2] (initiator) global-timer ns after round trip `skip` and after the last one.
+cudaError_t llPerfLaunchPingPong(uint64_t* ownFlag, uint64_t* peerFlag, int iters, int skip, bool initiator,
+                                 uint64_t timeoutNs, uint64_t* result, cudaStream_t stream);

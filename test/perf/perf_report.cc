@@ -1,0 +1,170 @@
+#include "test/perf/perf_report.h"
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+namespace {
+
+const char* onOff(bool b) { return b ? "on" : "off"; }
+
+std::string version(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+
+void printFloors(const llPerfFloors& f) {
+  printf("# Floors, measured in this run on rank 0's GPU (how a row's floor is made: test/perf/perf_floors.h)\n");
+  printf("#   HBM copy          %9.1f GB/s  cudaMemcpyAsync device to device, 1 GiB, bytes read + written\n",
+         f.copyGBps);
+  if (f.peerGBps > 0) printf("#   peer copy         %9.1f GB/s  %s\n", f.peerGBps, f.peerNote.c_str());
+  else printf("#   peer copy               %s\n", f.peerNote.c_str());
+  printf("#   empty kernel      %9.2f us    events around one launch, stream busy ahead (dispatch, combine)\n",
+         f.callUs);
+  printf("#   empty pair        %9.2f us    events; %.2f us wall clock with the synchronize (step rows)\n",
+         f.stepUs, f.stepHostUs);
+  if (f.roundTripUs > 0)
+    printf("#   signal round trip %9.2f us    %s; a call waits one way (half)\n", f.roundTripUs,
+           f.roundTripNote.c_str());
+  else printf("#   signal round trip       %s\n", f.roundTripNote.c_str());
+  printf("#   floor = max(ranks on the GPU x bytes read + written once / HBM copy,\n"
+         "#               ranks on the GPU x bytes to other GPUs / peer copy, empty kernel(s) + signal hops)\n");
+}
+
+void printColumns() {
+  printf("#\n# bytes: DeepEP's convention, per (token, k) pair with an expert: dispatch H + H/128*4 + 16 (fp8) or\n"
+         "# 2H + 16 (bf16), combine 2H; GB/s = bytes / median; %%floor = floor / median * 100\n#\n");
+  printf("# %14s %7s %12s %10s %10s %9s %9s %7s %7s\n", "op", "tokens", "bytes", "median_us", "p99_us", "GB/s",
+         "floor_us", "%floor", "#wrong");
+}
+
+// Averages per operation, in the order operations first appear.
+struct Averages {
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<double>> gbps, pct;
+};
+
+Averages averagesOf(const std::vector<llPerfRow>& rows) {
+  Averages a;
+  for (const llPerfRow& r : rows) {
+    if (!a.gbps.count(r.op)) a.order.push_back(r.op);
+    a.gbps[r.op].push_back(r.gbps());
+    if (r.pctFloor() >= 0) a.pct[r.op].push_back(r.pctFloor());
+  }
+  return a;
+}
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0 : s / v.size();
+}
+
+std::string jsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else out += c;
+  }
+  return out + "\"";
+}
+
+// Numbers print with enough digits to round-trip a table value; n/a and NaN become null.
+std::string jsonNumber(double v, bool present = true) {
+  if (!present || !std::isfinite(v)) return "null";
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.10g", v);
+  return buf;
+}
+
+std::string jsonBool(bool b) { return b ? "true" : "false"; }
+
+std::string jsonRun(const llPerfRunInfo& i) {
+  const llPerfFloors& f = i.floors;
+  return "{\"environment\": {\"gpu\": " + jsonString(i.gpuName) + ", \"driver\": " + jsonString(i.driver) +
+         ", \"cuda_driver\": " + jsonString(version(i.cudaDriver)) +
+         ", \"cuda_runtime\": " + jsonString(version(i.cudaRuntime)) + ", \"sms\": " + std::to_string(i.smCount) +
+         ", \"l2_bytes\": " + std::to_string(i.l2Bytes) + ", \"commit\": " + jsonString(i.commit) +
+         ", \"host\": " + jsonString(i.host) + ", \"ranks\": " + std::to_string(i.ranks) +
+         ", \"gpus\": " + std::to_string(i.gpus) + ", \"ranks_per_gpu\": " + std::to_string(i.ranksOnGpu) +
+         ", \"aggregate\": " + jsonString(i.aggregate) + "},\n" +
+         " \"options\": {\"ops\": " + jsonString(i.ops) + ", \"hidden\": " + std::to_string(i.hidden) +
+         ", \"topk\": " + std::to_string(i.topk) + ", \"experts\": " + std::to_string(i.experts) +
+         ", \"max_tokens\": " + std::to_string(i.maxTokens) + ", \"dispatch_payload\": " + jsonString(i.payload) +
+         ", \"warmup\": " + std::to_string(i.warmup) + ", \"iters\": " + std::to_string(i.iters) +
+         ", \"check\": " + jsonBool(i.check) + ", \"graph\": " + jsonBool(i.graph) +
+         ", \"send_only\": " + jsonBool(i.sendOnly) + ", \"align\": " + jsonBool(i.align) +
+         ", \"transport\": " + jsonString(i.transport) + ", \"sms\": " + std::to_string(i.sms) +
+         ", \"l2_flush_bytes\": " + std::to_string(i.flushBytes) + "},\n" +
+         " \"floors\": {\"hbm_copy_gbps\": " + jsonNumber(f.copyGBps) +
+         ", \"peer_copy_gbps\": " + jsonNumber(f.peerGBps, f.peerGBps > 0) + ", \"peer_note\": " +
+         jsonString(f.peerNote) + ", \"empty_kernel_us\": " + jsonNumber(f.callUs) +
+         ", \"empty_pair_us\": " + jsonNumber(f.stepUs) + ", \"empty_pair_host_us\": " + jsonNumber(f.stepHostUs) +
+         ", \"round_trip_us\": " + jsonNumber(f.roundTripUs, f.roundTripUs > 0) +
+         ", \"round_trip_note\": " + jsonString(f.roundTripNote) + "},\n";
+}
+
+std::string jsonRow(const llPerfRow& r) {
+  return "  {\"op\": " + jsonString(r.op) + ", \"tokens\": " + std::to_string(r.tokens) +
+         ", \"bytes\": " + jsonNumber(r.bytes) + ", \"median_us\": " + jsonNumber(r.us.median) +
+         ", \"p99_us\": " + jsonNumber(r.us.p99) + ", \"gbps\": " + jsonNumber(r.gbps()) +
+         ", \"floor_us\": " + jsonNumber(r.floorUs, r.floorUs > 0) +
+         ", \"pct_floor\": " + jsonNumber(r.pctFloor(), r.pctFloor() >= 0) +
+         ", \"wrong\": " + (r.wrong < 0 ? std::string("null") : std::to_string(r.wrong)) + "}";
+}
+
+}  // namespace
+
+void llPerfPrintHeader(const llPerfRunInfo& i) {
+  printf("# ll_perf: llDispatch / llCombine (DeepEP low-latency semantics), operations: %s\n", i.ops.c_str());
+  printf("# ranks %d on %d GPU(s), %d on rank 0's GPU; times: %s\n", i.ranks, i.gpus, i.ranksOnGpu,
+         i.aggregate.c_str());
+  printf("# hidden %d, top-k %d, experts %d (%d per rank), dispatch %s, combine bf16, N (max tokens) %d\n",
+         i.hidden, i.topk, i.experts, i.experts / i.ranks, i.payload.c_str(), i.maxTokens);
+  printf("# warm-up %d, timed %d, check %s, CUDA graph %s, send-only %s, transport %s, SMs %s, align %s,\n", i.warmup,
+         i.iters, onOff(i.check), onOff(i.graph), onOff(i.sendOnly), i.transport.c_str(),
+         i.sms > 0 ? std::to_string(i.sms).c_str() : "library choice", onOff(i.align));
+  printf("# L2 flushed (%.1f MB written) before every timed call\n", i.flushBytes / 1e6);
+  printf("# GPU %s (%d SMs, L2 %.1f MB), driver %s, CUDA driver %s, runtime %s\n", i.gpuName.c_str(), i.smCount,
+         i.l2Bytes / 1e6, i.driver.c_str(), version(i.cudaDriver).c_str(), version(i.cudaRuntime).c_str());
+  printf("# commit %s, host %s; device memory per rank: %.2f GiB benchmark buffers + %.2f GiB library buffer\n",
+         i.commit.c_str(), i.host.c_str(), i.ioBytes / 1073741824.0, i.libraryBytes / 1073741824.0);
+  printFloors(i.floors);
+  printColumns();
+}
+
+void llPerfPrintRow(const llPerfRow& r) {
+  char floor[32] = "-", pct[32] = "-", wrong[32] = "-";
+  if (r.floorUs > 0) snprintf(floor, sizeof(floor), "%.2f", r.floorUs);
+  if (r.pctFloor() >= 0) snprintf(pct, sizeof(pct), "%.1f", r.pctFloor());
+  if (r.wrong >= 0) snprintf(wrong, sizeof(wrong), "%ld", r.wrong);
+  printf("  %14s %7d %12.0f %10.2f %10.2f %9.2f %9s %7s %7s\n", r.op.c_str(), r.tokens, r.bytes, r.us.median,
+         r.us.p99, r.gbps(), floor, pct, wrong);
+}
+
+void llPerfPrintFooter(const std::vector<llPerfRow>& rows) {
+  long wrong = 0;
+  bool checked = false;
+  for (const llPerfRow& r : rows)
+    if (r.wrong >= 0) wrong += r.wrong, checked = true;
+  Averages a = averagesOf(rows);
+  printf("#\n# Wrong rows       : %s\n",
+         !checked ? "not checked (-c 0)" : wrong == 0 ? "0 OK" : (std::to_string(wrong) + " FAILED").c_str());
+  printf("# Avg GB/s         :");
+  for (const std::string& op : a.order) printf("  %s %.2f", op.c_str(), mean(a.gbps[op]));
+  printf("\n# Avg %% of floor   :");
+  for (const std::string& op : a.order)
+    if (!a.pct[op].empty()) printf("  %s %.1f", op.c_str(), mean(a.pct[op]));
+  printf("\n");
+}
+
+void llPerfWriteJson(const std::string& path, const llPerfRunInfo& info, const std::vector<llPerfRow>& rows) {
+  FILE* f = fopen(path.c_str(), "w");
+  if (!f) llPerfDie("cannot write %s", path.c_str());
+  std::string text = jsonRun(info) + " \"rows\": [\n";
+  for (size_t i = 0; i < rows.size(); i++) text += jsonRow(rows[i]) + (i + 1 < rows.size() ? ",\n" : "\n");
+  text += " ]}\n";
+  bool ok = fputs(text.c_str(), f) >= 0;
+  if (fclose(f) != 0 || !ok) llPerfDie("cannot write %s", path.c_str());
+}
