@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job: builds llep and runs it on the local GPU(s) with sensible defaults.
-# Today that is the communicator check over p2p: one rank per GPU (4 ranks sharing the GPU when there
-# is only one) create a communicator, write through every route, verify, and tear down.
-# Exits non-zero, saying so, where there is no GPU.
+# The main job: builds llep and runs the dispatch+combine benchmark (test/perf/ll_perf) on the local
+# GPU(s): one rank per GPU, or 4 ranks sharing the GPU when there is only one (under MPS, started here
+# if no daemon runs). H 7168, top-8, 256 experts, fp8 dispatch, bf16 combine, checked against the
+# reference. Exits non-zero, saying so, where there is no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -14,4 +14,9 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 gpus=$(nvidia-smi -L | wc -l)
 ranks=${RANKS:-$(( gpus > 1 ? gpus : 4 ))}
-"$BUILD/llrun" -np "$ranks" -t 300 "$BUILD/test/gpu/test_p2p_routes" cycles
+# Ranks sharing a GPU wait on each other inside kernels, so they must run at once: start MPS if no daemon runs.
+if [ "$ranks" -gt "$gpus" ] && nvidia-cuda-mps-control -d 2>/dev/null; then
+  trap 'echo quit | nvidia-cuda-mps-control' EXIT
+fi
+sizes=$([ "$ranks" -gt "$gpus" ] && echo "-b 128 -e 128" || echo "-b 128 -e 1024 -f 8")  # 4 ranks x 1024 won't fit 80 GB
+"$BUILD/llrun" -np "$ranks" -t 900 "$BUILD/test/perf/ll_perf" $sizes -J "${JSON:-$BUILD/ll_perf.json}"

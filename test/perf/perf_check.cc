@@ -67,7 +67,9 @@ std::vector<uint16_t> expertOutput(const std::vector<float>& value, int e) {
   return y;
 }
 
-int globalExpert(const llPerfCase& c, size_t le) { return c.rank * (c.shape.E / c.shape.R) + static_cast<int>(le); }
+int globalExpert(const llPerfCase& c, size_t le) {
+  return c.rank * (c.shape.E / c.shape.R) + static_cast<int>(le);
+}
 
 void uploadExpertOutputs(const llPerfCase& c, llPerfIo& io, cudaStream_t s) {
   size_t H = c.shape.H;
@@ -157,7 +159,8 @@ llPerfCase llPerfMakeCase(const llRefShape& shape, bool fp8, int T, int rank, ui
   for (int s = 0; s < shape.R; s++) {
     const std::vector<int64_t>& topk = c.inputs[s].topk;
     for (size_t i = 0; i < topk.size(); i++)
-      if (topk[i] >= 0 && topk[i] / El == rank) c.rows[topk[i] % El].push_back({s, static_cast<int>(i / shape.K)});
+      if (topk[i] >= 0 && topk[i] / El == rank)
+        c.rows[topk[i] % El].push_back({s, static_cast<int>(i / shape.K)});
   }
   return c;
 }

@@ -58,8 +58,8 @@ double hbmCopyGBps(cudaStream_t s) {
   PERF_CUDA(cudaMalloc(&dst, kCopyBytes));
   PERF_CUDA(cudaMemsetAsync(src, 1, kCopyBytes, s));
   PERF_CUDA(cudaMemsetAsync(dst, 2, kCopyBytes, s));
-  double us = medianEventUs(s, kBandwidthReps, [] {},
-                            [&] { PERF_CUDA(cudaMemcpyAsync(dst, src, kCopyBytes, cudaMemcpyDeviceToDevice, s)); });
+  auto copy = [&] { PERF_CUDA(cudaMemcpyAsync(dst, src, kCopyBytes, cudaMemcpyDeviceToDevice, s)); };
+  double us = medianEventUs(s, kBandwidthReps, [] {}, copy);
   PERF_CUDA(cudaFree(src));
   PERF_CUDA(cudaFree(dst));
   return 2.0 * kCopyBytes / (us * 1e3);  // read + written; bytes/us / 1e3 = GB/s
@@ -147,8 +147,8 @@ void measureLaunches(cudaStream_t s, bool graph, llPerfFloors* f) {
 double roundTripUs(const llPerfRanks& r, cudaStream_t s, std::string* note) {
   uint64_t* own = nullptr;
   uint64_t* result = nullptr;
-  PERF_CUDA(cudaMalloc(&own, 256));
-  PERF_CUDA(cudaMalloc(&result, 3 * sizeof(uint64_t)));
+  PERF_CUDA(cudaMalloc(reinterpret_cast<void**>(&own), 256));
+  PERF_CUDA(cudaMalloc(reinterpret_cast<void**>(&result), 3 * sizeof(uint64_t)));
   PERF_CUDA(cudaMemset(own, 0, 256));
   PERF_CUDA(cudaMemset(result, 0, 3 * sizeof(uint64_t)));
   cudaIpcMemHandle_t mine, theirs;
@@ -159,8 +159,8 @@ double roundTripUs(const llPerfRanks& r, cudaStream_t s, std::string* note) {
     llPerfDie("rank %d never published its round-trip flag", peer);
   void* peerFlag = nullptr;
   PERF_CUDA(cudaIpcOpenMemHandle(&peerFlag, theirs, cudaIpcMemLazyEnablePeerAccess));
-  PERF_CUDA(llPerfLaunchPingPong(own, static_cast<uint64_t*>(peerFlag), kRoundTrips, kRoundTripSkip, r.rank == 0,
-                                 kRoundTripTimeoutNs, result, s));
+  PERF_CUDA(llPerfLaunchPingPong(own, static_cast<uint64_t*>(peerFlag), kRoundTrips, kRoundTripSkip,
+                                 r.rank == 0, kRoundTripTimeoutNs, result, s));
   PERF_CUDA(cudaStreamSynchronize(s));
   uint64_t res[3];
   PERF_CUDA(cudaMemcpy(res, result, sizeof(res), cudaMemcpyDeviceToHost));
@@ -171,7 +171,7 @@ double roundTripUs(const llPerfRanks& r, cudaStream_t s, std::string* note) {
   llPerfUnpublish(r, "flag", peer);
   int g0 = llPerfGpuOf(r, 0), g1 = llPerfGpuOf(r, 1);
   std::string where = g0 == g1 ? "ranks 0 and 1 on GPU " + std::to_string(g0)
-                               : "rank 0 on GPU " + std::to_string(g0) + ", rank 1 on GPU " + std::to_string(g1);
+                               : "ranks 0 and 1 on GPUs " + std::to_string(g0) + " and " + std::to_string(g1);
   if (res[0] != 0) {
     *note = "n/a: timed out (" + where + "; ranks sharing a GPU run concurrently only under MPS)";
     return -1;
@@ -197,7 +197,8 @@ llPerfFloors llPerfMeasureFloors(const llPerfRanks& r, bool graph, cudaStream_t 
   return f;
 }
 
-double llPerfFloorUs(const llPerfFloors& f, const llPerfRanks& r, const llPerfTraffic& t, llPerfLatency kind) {
+double llPerfFloorUs(const llPerfFloors& f, const llPerfRanks& r, const llPerfTraffic& t,
+                     llPerfLatency kind) {
   double floor = r.ranksOnGpu * t.hbmBytes / (f.copyGBps * 1e3);
   if (f.peerGBps > 0) floor = std::max(floor, r.ranksOnGpu * t.linkBytes / (f.peerGBps * 1e3));
   double hop = f.roundTripUs > 0 ? f.roundTripUs : 0;

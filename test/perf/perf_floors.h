@@ -49,4 +49,5 @@ struct llPerfTraffic {
 enum class llPerfLatency { kCall, kStep, kStepHost };
 
 // The floor (us) of a row as the header comment says.
-double llPerfFloorUs(const llPerfFloors& f, const llPerfRanks& r, const llPerfTraffic& t, llPerfLatency kind);
+double llPerfFloorUs(const llPerfFloors& f, const llPerfRanks& r, const llPerfTraffic& t,
+                     llPerfLatency kind);

@@ -44,10 +44,10 @@ size_t llPerfIo::bytesFor(const llRefShape& shape, bool fp8, size_t flushBytes) 
   return total;
 }
 
-llPerfIo::llPerfIo(const llRefShape& s, bool f, size_t flush) : llPerfIo(s, f, flush, true) {}
+llPerfIo::llPerfIo(const llRefShape& s, bool f, size_t flushLen) : llPerfIo(s, f, flushLen, true) {}
 
-llPerfIo::llPerfIo(const llRefShape& s, bool f, size_t flush, bool allocate)
-    : shape(s), fp8(f), flushBytes(flush) {
+llPerfIo::llPerfIo(const llRefShape& s, bool f, size_t flushLen, bool allocate)
+    : shape(s), fp8(f), flushBytes(flushLen) {
   if (!allocate) return;
   for (const Slot& slot : slotsOf(*this)) {
     if (slot.bytes == 0) continue;

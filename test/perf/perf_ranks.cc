@@ -59,7 +59,8 @@ llPerfRanks llPerfRanksFromEnv(int gpus) {
   r.rank = envFirst({"RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"}, 0);
   r.world = envFirst({"WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}, 1);
   r.localRank = envFirst({"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"}, r.rank);
-  r.localWorld = envFirst({"LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}, r.world == 1 ? 1 : -1);
+  r.localWorld =
+      envFirst({"LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}, r.world == 1 ? 1 : -1);
   r.gpus = gpus;
   r.device = r.localRank % gpus;
   r.singleHost = r.localWorld == r.world;

@@ -11,12 +11,12 @@ const char* onOff(bool b) { return b ? "on" : "off"; }
 std::string version(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
 
 void printFloors(const llPerfFloors& f) {
-  printf("# Floors, measured in this run on rank 0's GPU (how a row's floor is made: test/perf/perf_floors.h)\n");
+  printf("# Floors, measured in this run on rank 0's GPU (how a row's floor is made: perf_floors.h)\n");
   printf("#   HBM copy          %9.1f GB/s  cudaMemcpyAsync device to device, 1 GiB, bytes read + written\n",
          f.copyGBps);
   if (f.peerGBps > 0) printf("#   peer copy         %9.1f GB/s  %s\n", f.peerGBps, f.peerNote.c_str());
   else printf("#   peer copy               %s\n", f.peerNote.c_str());
-  printf("#   empty kernel      %9.2f us    events around one launch, stream busy ahead (dispatch, combine)\n",
+  printf("#   empty kernel      %9.2f us    events around one launch, stream busy ahead (call rows)\n",
          f.callUs);
   printf("#   empty pair        %9.2f us    events; %.2f us wall clock with the synchronize (step rows)\n",
          f.stepUs, f.stepHostUs);
@@ -25,14 +25,15 @@ void printFloors(const llPerfFloors& f) {
            f.roundTripNote.c_str());
   else printf("#   signal round trip       %s\n", f.roundTripNote.c_str());
   printf("#   floor = max(ranks on the GPU x bytes read + written once / HBM copy,\n"
-         "#               ranks on the GPU x bytes to other GPUs / peer copy, empty kernel(s) + signal hops)\n");
+         "#               ranks on the GPU x bytes to other GPUs / peer copy,\n"
+         "#               empty kernel(s) + signal hops)\n");
 }
 
 void printColumns() {
-  printf("#\n# bytes: DeepEP's convention, per (token, k) pair with an expert: dispatch H + H/128*4 + 16 (fp8) or\n"
-         "# 2H + 16 (bf16), combine 2H; GB/s = bytes / median; %%floor = floor / median * 100\n#\n");
-  printf("# %14s %7s %12s %10s %10s %9s %9s %7s %7s\n", "op", "tokens", "bytes", "median_us", "p99_us", "GB/s",
-         "floor_us", "%floor", "#wrong");
+  printf("#\n# bytes: DeepEP's convention, per (token, k) pair with an expert: dispatch H + H/128*4 + 16\n"
+         "# (fp8) or 2H + 16 (bf16), combine 2H; GB/s = bytes / median; %%floor = floor / median * 100\n#\n");
+  printf("# %14s %7s %12s %10s %10s %9s %9s %7s %7s\n", "op", "tokens", "bytes", "median_us", "p99_us",
+         "GB/s", "floor_us", "%floor", "#wrong");
 }
 
 // Averages per operation, in the order operations first appear.
@@ -60,58 +61,103 @@ double mean(const std::vector<double>& v) {
 std::string jsonString(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
       char buf[8];
       snprintf(buf, sizeof(buf), "\\u%04x", c);
       out += buf;
-    } else out += c;
+    } else {
+      out += c;
+    }
   }
   return out + "\"";
 }
 
-// Numbers print with enough digits to round-trip a table value; n/a and NaN become null.
-std::string jsonNumber(double v, bool present = true) {
-  if (!present || !std::isfinite(v)) return "null";
-  char buf[32];
-  snprintf(buf, sizeof(buf), "%.10g", v);
-  return buf;
+// A JSON object written field by field; numbers keep enough digits to round-trip a table value, and
+// n/a or non-finite numbers become null.
+class JsonObject {
+ public:
+  JsonObject& raw(const char* key, const std::string& encoded) {
+    body_ += (body_.empty() ? "" : ", ") + jsonString(key) + ": " + encoded;
+    return *this;
+  }
+  JsonObject& str(const char* key, const std::string& v) { return raw(key, jsonString(v)); }
+  JsonObject& num(const char* key, double v, bool present = true) {
+    char buf[32] = "null";
+    if (present && std::isfinite(v)) snprintf(buf, sizeof(buf), "%.10g", v);
+    return raw(key, buf);
+  }
+  JsonObject& boolean(const char* key, bool v) { return raw(key, v ? "true" : "false"); }
+  std::string text() const { return "{" + body_ + "}"; }
+
+ private:
+  std::string body_;
+};
+
+std::string jsonEnvironment(const llPerfRunInfo& i) {
+  return JsonObject()
+      .str("gpu", i.gpuName)
+      .str("driver", i.driver)
+      .str("cuda_driver", version(i.cudaDriver))
+      .str("cuda_runtime", version(i.cudaRuntime))
+      .num("sms", i.smCount)
+      .num("l2_bytes", i.l2Bytes)
+      .str("commit", i.commit)
+      .str("host", i.host)
+      .num("ranks", i.ranks)
+      .num("gpus", i.gpus)
+      .num("ranks_per_gpu", i.ranksOnGpu)
+      .str("aggregate", i.aggregate)
+      .text();
 }
 
-std::string jsonBool(bool b) { return b ? "true" : "false"; }
+std::string jsonOptions(const llPerfRunInfo& i) {
+  return JsonObject()
+      .str("ops", i.ops)
+      .num("hidden", i.hidden)
+      .num("topk", i.topk)
+      .num("experts", i.experts)
+      .num("max_tokens", i.maxTokens)
+      .str("dispatch_payload", i.payload)
+      .num("warmup", i.warmup)
+      .num("iters", i.iters)
+      .boolean("check", i.check)
+      .boolean("graph", i.graph)
+      .boolean("send_only", i.sendOnly)
+      .boolean("align", i.align)
+      .str("transport", i.transport)
+      .num("sms", i.sms)
+      .num("l2_flush_bytes", i.flushBytes)
+      .text();
+}
 
-std::string jsonRun(const llPerfRunInfo& i) {
-  const llPerfFloors& f = i.floors;
-  return "{\"environment\": {\"gpu\": " + jsonString(i.gpuName) + ", \"driver\": " + jsonString(i.driver) +
-         ", \"cuda_driver\": " + jsonString(version(i.cudaDriver)) +
-         ", \"cuda_runtime\": " + jsonString(version(i.cudaRuntime)) + ", \"sms\": " + std::to_string(i.smCount) +
-         ", \"l2_bytes\": " + std::to_string(i.l2Bytes) + ", \"commit\": " + jsonString(i.commit) +
-         ", \"host\": " + jsonString(i.host) + ", \"ranks\": " + std::to_string(i.ranks) +
-         ", \"gpus\": " + std::to_string(i.gpus) + ", \"ranks_per_gpu\": " + std::to_string(i.ranksOnGpu) +
-         ", \"aggregate\": " + jsonString(i.aggregate) + "},\n" +
-         " \"options\": {\"ops\": " + jsonString(i.ops) + ", \"hidden\": " + std::to_string(i.hidden) +
-         ", \"topk\": " + std::to_string(i.topk) + ", \"experts\": " + std::to_string(i.experts) +
-         ", \"max_tokens\": " + std::to_string(i.maxTokens) + ", \"dispatch_payload\": " + jsonString(i.payload) +
-         ", \"warmup\": " + std::to_string(i.warmup) + ", \"iters\": " + std::to_string(i.iters) +
-         ", \"check\": " + jsonBool(i.check) + ", \"graph\": " + jsonBool(i.graph) +
-         ", \"send_only\": " + jsonBool(i.sendOnly) + ", \"align\": " + jsonBool(i.align) +
-         ", \"transport\": " + jsonString(i.transport) + ", \"sms\": " + std::to_string(i.sms) +
-         ", \"l2_flush_bytes\": " + std::to_string(i.flushBytes) + "},\n" +
-         " \"floors\": {\"hbm_copy_gbps\": " + jsonNumber(f.copyGBps) +
-         ", \"peer_copy_gbps\": " + jsonNumber(f.peerGBps, f.peerGBps > 0) + ", \"peer_note\": " +
-         jsonString(f.peerNote) + ", \"empty_kernel_us\": " + jsonNumber(f.callUs) +
-         ", \"empty_pair_us\": " + jsonNumber(f.stepUs) + ", \"empty_pair_host_us\": " + jsonNumber(f.stepHostUs) +
-         ", \"round_trip_us\": " + jsonNumber(f.roundTripUs, f.roundTripUs > 0) +
-         ", \"round_trip_note\": " + jsonString(f.roundTripNote) + "},\n";
+std::string jsonFloors(const llPerfFloors& f) {
+  return JsonObject()
+      .num("hbm_copy_gbps", f.copyGBps)
+      .num("peer_copy_gbps", f.peerGBps, f.peerGBps > 0)
+      .str("peer_note", f.peerNote)
+      .num("empty_kernel_us", f.callUs)
+      .num("empty_pair_us", f.stepUs)
+      .num("empty_pair_host_us", f.stepHostUs)
+      .num("round_trip_us", f.roundTripUs, f.roundTripUs > 0)
+      .str("round_trip_note", f.roundTripNote)
+      .text();
 }
 
 std::string jsonRow(const llPerfRow& r) {
-  return "  {\"op\": " + jsonString(r.op) + ", \"tokens\": " + std::to_string(r.tokens) +
-         ", \"bytes\": " + jsonNumber(r.bytes) + ", \"median_us\": " + jsonNumber(r.us.median) +
-         ", \"p99_us\": " + jsonNumber(r.us.p99) + ", \"gbps\": " + jsonNumber(r.gbps()) +
-         ", \"floor_us\": " + jsonNumber(r.floorUs, r.floorUs > 0) +
-         ", \"pct_floor\": " + jsonNumber(r.pctFloor(), r.pctFloor() >= 0) +
-         ", \"wrong\": " + (r.wrong < 0 ? std::string("null") : std::to_string(r.wrong)) + "}";
+  return JsonObject()
+      .str("op", r.op)
+      .num("tokens", r.tokens)
+      .num("bytes", r.bytes)
+      .num("median_us", r.us.median)
+      .num("p99_us", r.us.p99)
+      .num("gbps", r.gbps())
+      .num("floor_us", r.floorUs, r.floorUs > 0)
+      .num("pct_floor", r.pctFloor(), r.pctFloor() >= 0)
+      .num("wrong", static_cast<double>(r.wrong), r.wrong >= 0)
+      .text();
 }
 
 }  // namespace
@@ -122,14 +168,16 @@ void llPerfPrintHeader(const llPerfRunInfo& i) {
          i.aggregate.c_str());
   printf("# hidden %d, top-k %d, experts %d (%d per rank), dispatch %s, combine bf16, N (max tokens) %d\n",
          i.hidden, i.topk, i.experts, i.experts / i.ranks, i.payload.c_str(), i.maxTokens);
-  printf("# warm-up %d, timed %d, check %s, CUDA graph %s, send-only %s, transport %s, SMs %s, align %s,\n", i.warmup,
-         i.iters, onOff(i.check), onOff(i.graph), onOff(i.sendOnly), i.transport.c_str(),
+  printf("# warm-up %d, timed %d, check %s, CUDA graph %s, send-only %s, transport %s, SMs %s, align %s,\n",
+         i.warmup, i.iters, onOff(i.check), onOff(i.graph), onOff(i.sendOnly), i.transport.c_str(),
          i.sms > 0 ? std::to_string(i.sms).c_str() : "library choice", onOff(i.align));
-  printf("# L2 flushed (%.1f MB written) before every timed call\n", i.flushBytes / 1e6);
-  printf("# GPU %s (%d SMs, L2 %.1f MB), driver %s, CUDA driver %s, runtime %s\n", i.gpuName.c_str(), i.smCount,
-         i.l2Bytes / 1e6, i.driver.c_str(), version(i.cudaDriver).c_str(), version(i.cudaRuntime).c_str());
-  printf("# commit %s, host %s; device memory per rank: %.2f GiB benchmark buffers + %.2f GiB library buffer\n",
-         i.commit.c_str(), i.host.c_str(), i.ioBytes / 1073741824.0, i.libraryBytes / 1073741824.0);
+  printf("# L2 flushed (%.1f MB written) at the start of every iteration\n", i.flushBytes / 1e6);
+  printf("# GPU %s (%d SMs, L2 %.1f MB), driver %s, CUDA driver %s, runtime %s\n", i.gpuName.c_str(),
+         i.smCount, i.l2Bytes / 1e6, i.driver.c_str(), version(i.cudaDriver).c_str(),
+         version(i.cudaRuntime).c_str());
+  printf("# commit %s, host %s\n", i.commit.c_str(), i.host.c_str());
+  printf("# device memory per rank: %.2f GiB benchmark buffers + %.2f GiB library buffer\n",
+         i.ioBytes / 1073741824.0, i.libraryBytes / 1073741824.0);
   printFloors(i.floors);
   printColumns();
 }
@@ -162,8 +210,10 @@ void llPerfPrintFooter(const std::vector<llPerfRow>& rows) {
 void llPerfWriteJson(const std::string& path, const llPerfRunInfo& info, const std::vector<llPerfRow>& rows) {
   FILE* f = fopen(path.c_str(), "w");
   if (!f) llPerfDie("cannot write %s", path.c_str());
-  std::string text = jsonRun(info) + " \"rows\": [\n";
-  for (size_t i = 0; i < rows.size(); i++) text += jsonRow(rows[i]) + (i + 1 < rows.size() ? ",\n" : "\n");
+  std::string text = "{\"environment\": " + jsonEnvironment(info) + ",\n \"options\": " + jsonOptions(info) +
+                     ",\n \"floors\": " + jsonFloors(info.floors) + ",\n \"rows\": [\n";
+  for (size_t i = 0; i < rows.size(); i++)
+    text += "  " + jsonRow(rows[i]) + (i + 1 < rows.size() ? ",\n" : "\n");
   text += " ]}\n";
   bool ok = fputs(text.c_str(), f) >= 0;
   if (fclose(f) != 0 || !ok) llPerfDie("cannot write %s", path.c_str());
