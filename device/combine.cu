@@ -46,9 +46,9 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
       llStore16(dstBase + (size_t)token * a.rowBytes + v * 16, llLoad16(from + v * 16));
     }
   }
-  if (llLastBlock(&c.state->sendDone[c.half])) {
+  if (llLastBlock(c, &c.state->sendDone[c.half])) {
     for (int peer = threadIdx.x; peer < R; peer += blockDim.x)
-      llStoreRelease(llSignalWord(c.routes[peer].base, c, c.combineSignalWord + c.rank), seq << 32);
+      llStoreRelease(llSignalWord(c.routes[peer].base, c, c.combineSignalWord + c.rank), seq << 32, c.sysScope);
     llPublishSequence(c, seq);
   }
 }
@@ -64,18 +64,30 @@ __device__ void reduceChunk(const llCombineKernelArgs& a, int token, int chunk, 
     if (e >= 0 && e < E) expert = (int)e, weight = a.topkWeights[(size_t)token * K + lane];
   }
   size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector (8 channels) of this lane
+  bool inRow = v * 8 < (size_t)H;
   const char* recv = c.ownBuffer + c.recvOffset + v * 16;
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  for (int k = 0; k < K; k++) {
-    int e = __shfl_sync(0xffffffffu, expert, k);
-    float w = __shfl_sync(0xffffffffu, weight, k);
-    if (e < 0 || v * 8 >= (size_t)H) continue;
-    int4 raw = llLoad16(recv + ((size_t)e * c.maxTokens + token) * a.rowBytes);
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
+  // Four rows in flight at a time: the loads are independent, only the sums are not.
+  constexpr int kBatch = 4;
+  for (int k0 = 0; k0 < K; k0 += kBatch) {
+    int4 raw[kBatch];
+    float w[kBatch];
 #pragma unroll
-    for (int i = 0; i < 8; i++) acc[i] = fmaf(w, llBf16ToFloat(h[i]), acc[i]);
+    for (int i = 0; i < kBatch; i++) {
+      int e = __shfl_sync(0xffffffffu, expert, (k0 + i) & 31);
+      w[i] = __shfl_sync(0xffffffffu, weight, (k0 + i) & 31);
+      bool use = k0 + i < K && e >= 0 && inRow;
+      raw[i] = use ? llLoad16(recv + ((size_t)e * c.maxTokens + token) * a.rowBytes) : make_int4(0, 0, 0, 0);
+      if (!use) w[i] = 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < kBatch; i++) {
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw[i]);
+#pragma unroll
+      for (int j = 0; j < 8; j++) acc[j] = fmaf(w[i], llBf16ToFloat(h[j]), acc[j]);
+    }
   }
-  if (v * 8 >= (size_t)H) return;
+  if (!inRow) return;
   int4 packed;
   uint16_t* p = reinterpret_cast<uint16_t*>(&packed);
 #pragma unroll
@@ -97,7 +109,7 @@ __device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t d
   int units = c.numTokens * chunks;
   for (int u = blockIdx.x * kLlWarps + threadIdx.x / 32; u < units; u += gridDim.x * kLlWarps)
     reduceChunk(a, u / chunks, u % chunks, lane);
-  if (llLastBlock(&c.state->recvDone[c.half])) llReturnCredits(c, seq);
+  if (llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);
 }
 
 __global__ void __launch_bounds__(kLlThreads, 1) combineKernel(const llCombineKernelArgs a) {

@@ -31,7 +31,7 @@ __device__ __forceinline__ uint64_t* llSignalWord(char* buffer, const llCommonKe
 __device__ __forceinline__ uint64_t llWaitTagged(const llCommonKernelArgs& a, const uint64_t* word, uint32_t tag,
                                                  uint64_t deadline) {
   while (true) {
-    uint64_t v = llLoadAcquire(word);
+    uint64_t v = llLoadAcquire(word, a.sysScope);
     if ((uint32_t)(v >> 32) == tag) return v;
     if (llErrorSeen(a)) return 0;
     if (llGlobalTimerNs() > deadline) {
@@ -44,7 +44,7 @@ __device__ __forceinline__ uint64_t llWaitTagged(const llCommonKernelArgs& a, co
 // Waits until a credit word reaches at least seq (the peer consumed that call on this half).
 __device__ __forceinline__ void llWaitCredit(const llCommonKernelArgs& a, const uint64_t* word, uint64_t seq,
                                              uint64_t deadline) {
-  while (llLoadAcquire(word) < seq) {
+  while (llLoadAcquire(word, a.sysScope) < seq) {
     if (llErrorSeen(a)) return;
     if (llGlobalTimerNs() > deadline) {
       llReportError(a, llTimeout);
@@ -54,17 +54,20 @@ __device__ __forceinline__ void llWaitCredit(const llCommonKernelArgs& a, const 
 }
 
 // True in every thread of the block that arrives last; the counter is reset for the next call (all
-// other blocks are past it). Each thread's writes before the call are ordered (system scope) before
-// the last block's continuation.
-__device__ __forceinline__ bool llLastBlock(uint32_t* counter) {
+// other blocks are past it). The barrier makes the block's writes visible to thread 0, whose
+// (cumulative) fence then orders them before its arrival; the last block's fence after the counter
+// orders every block's writes before what it does next. One fence per block, not per thread.
+__device__ __forceinline__ bool llLastBlock(const llCommonKernelArgs& a, uint32_t* counter) {
   __shared__ bool last;
-  __threadfence_system();
   __syncthreads();
   if (threadIdx.x == 0) {
+    llFence(a.sysScope);
     uint32_t old = atomicAdd(counter, 1u);
     last = old == gridDim.x - 1;
-    if (last) *counter = 0;
-    __threadfence_system();
+    if (last) {
+      *counter = 0;
+      llFence(a.sysScope);
+    }
   }
   __syncthreads();
   return last;
@@ -100,7 +103,7 @@ __device__ __forceinline__ void llPublishSequence(const llCommonKernelArgs& a, u
 // After this rank consumed the half: tell every peer it may write here again.
 __device__ __forceinline__ void llReturnCredits(const llCommonKernelArgs& a, uint64_t seq) {
   for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x)
-    llStoreRelease(llSignalWord(a.routes[peer].base, a, a.creditWord + a.rank), seq);
+    llStoreRelease(llSignalWord(a.routes[peer].base, a, a.creditWord + a.rank), seq, a.sysScope);
 }
 
 // 16-byte vector copies.

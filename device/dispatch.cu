@@ -24,7 +24,8 @@ namespace {
 constexpr int kChunkChannels = 256;  // one warp step: 32 lanes x 8 channels (two fp8 groups)
 
 struct DispatchShared {
-  char* dst[LL_MAX_TOPK];  // message address per k of the current token, NULL if not sent
+  int roundExperts[kLlWarps][LL_MAX_TOPK];  // experts of the round's tokens (-1: none)
+  char* dst[kLlWarps][LL_MAX_TOPK];         // message address per (token of the round, k), NULL if not sent
 };
 
 // Destination of pair (token, k) with expert e and slot, in the receiver's current half.
@@ -81,24 +82,28 @@ __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, cons
   }
 }
 
-// Slots of one token's pairs from the block's running histogram `hist` of earlier pairs (warp 0),
-// then the token's pairs join the histogram. Fills sh.dst and writes each message's header.
-__device__ void assignToken(const llDispatchKernelArgs& a, int* hist, DispatchShared& sh, int token, int lane) {
+// Slots of one round of up to kLlWarps consecutive tokens (warp w takes token first + w): a pair's
+// slot is the block's running count `hist` of earlier pairs for its expert, plus the earlier pairs of
+// this round. Fills sh.dst, writes each message's header, then adds the round's pairs to `hist`.
+__device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchShared& sh, int first, int end,
+                            int warp, int lane) {
   const llCommonKernelArgs& c = a.c;
   int K = c.topk;
+  int token = first + warp;
   int e = -1;
-  if (lane < K) {
+  if (token < end && lane < K) {
     int64_t v = a.topkIdx[(size_t)token * K + lane];
     if (v < -1 || v >= c.numExperts) llReportError(c, llInvalidArgument);  // skipped, never written
     else e = (int)v;
   }
+  if (lane < K) sh.roundExperts[warp][lane] = e;
+  __syncthreads();
   char* dst = nullptr;
-  int slot = e >= 0 ? hist[e] : 0;
-  for (int k = 0; k < K; k++) {
-    int ek = __shfl_sync(0xffffffffu, e, k);
-    if (k < lane && ek == e) slot++;
-  }
   if (e >= 0) {
+    int slot = hist[e];
+    for (int w = 0; w < warp; w++)
+      for (int k = 0; k < K; k++) slot += sh.roundExperts[w][k] == e;
+    for (int k = 0; k < lane; k++) slot += sh.roundExperts[warp][k] == e;
     if (slot < c.maxTokens) {
       dst = messageAddress(a, e, slot);
       llStore16(dst, make_int4(token, lane, 0, 0));
@@ -106,8 +111,8 @@ __device__ void assignToken(const llDispatchKernelArgs& a, int* hist, DispatchSh
       llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
     }
   }
-  if (lane < K) sh.dst[lane] = dst;
-  __syncwarp();
+  if (lane < K) sh.dst[warp][lane] = dst;
+  __syncthreads();
   if (e >= 0) atomicAdd(&hist[e], 1);
 }
 
@@ -128,13 +133,16 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
     if (v >= 0 && v < E) atomicAdd(&hist[v], 1);
   }
   __syncthreads();
-  for (int token = begin; token < end; token++) {
-    if (warp == 0) assignToken(a, hist, sh, token, lane);
-    __syncthreads();
-    const uint16_t* row = a.x + (size_t)token * c.hidden;
-    for (int chunk = warp; chunk < chunks; chunk += kLlWarps) {
-      if (a.flags & LL_FP8) sendChunkFp8(a, row, sh.dst, chunk, lane);
-      else sendChunkBf16(a, row, sh.dst, chunk, lane);
+  // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
+  // so the chunks of several tokens are in flight at once.
+  for (int first = begin; first < end; first += kLlWarps) {
+    assignRound(a, hist, sh, first, end, warp, lane);
+    int units = min(kLlWarps, end - first) * chunks;
+    for (int u = warp; u < units; u += kLlWarps) {
+      int t = u / chunks, chunk = u % chunks;
+      const uint16_t* row = a.x + (size_t)(first + t) * c.hidden;
+      if (a.flags & LL_FP8) sendChunkFp8(a, row, sh.dst[t], chunk, lane);
+      else sendChunkBf16(a, row, sh.dst[t], chunk, lane);
     }
     __syncthreads();
   }
@@ -143,33 +151,35 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   if (ownsLast)
     for (int i = threadIdx.x; i < E; i += blockDim.x) c.expertCounts[c.half * E + i] = hist[i];
 
-  if (llLastBlock(&c.state->sendDone[c.half])) {
+  if (llLastBlock(c, &c.state->sendDone[c.half])) {
     uint32_t tag = (uint32_t)seq;
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
       uint64_t count = (uint64_t)min(c.expertCounts[c.half * E + e], c.maxTokens);
       int dstRank = e / c.localExperts, le = e % c.localExperts;
       uint64_t* word = llSignalWord(c.routes[dstRank].base, c, c.dispatchSignalWord + le * c.nranks + c.rank);
-      llStoreRelease(word, ((uint64_t)tag << 32) | count);
+      llStoreRelease(word, ((uint64_t)tag << 32) | count, c.sysScope);
     }
     llPublishSequence(c, seq);
   }
 }
 
-// Copies one received message into row `row` of local expert le.
-__device__ void unpackMessage(const llDispatchKernelArgs& a, const char* msg, int le, int row, int lane) {
+// Chunk `chunk` (32 lanes x 16 bytes of payload) of one received message into row `row` of local
+// expert le; chunk 0 also carries the row's src_info and scales. Rows are split into chunks so that
+// the block's warps copy in parallel instead of one warp walking a row.
+__device__ void unpackChunk(const llDispatchKernelArgs& a, const char* msg, int le, int row, int chunk, int lane) {
   const llCommonKernelArgs& c = a.c;
   int H = c.hidden;
+  bool fp8 = (a.flags & LL_FP8) != 0;
+  size_t rowBytes = fp8 ? (size_t)H : (size_t)H * 2;
   size_t rowsPerExpert = (size_t)c.nranks * c.maxTokens;
   size_t rowIndex = (size_t)le * rowsPerExpert + row;
-  if (lane == 0) a.srcInfo[rowIndex] = *reinterpret_cast<const int32_t*>(msg);
   const char* payload = msg + kLlMsgHeaderBytes;
-  if (!(a.flags & LL_FP8)) {
-    char* out = static_cast<char*>(a.recvX) + rowIndex * (size_t)H * 2;
-    for (int v = lane; v < H / 8; v += 32) llStore16(out + (size_t)v * 16, llLoad16(payload + (size_t)v * 16));
-    return;
-  }
-  char* out = static_cast<char*>(a.recvX) + rowIndex * (size_t)H;
-  for (int v = lane; v < H / 16; v += 32) llStore16(out + (size_t)v * 16, llLoad16(payload + (size_t)v * 16));
+  size_t v = (size_t)chunk * 32 + lane;
+  if (v < rowBytes / 16)
+    llStore16(static_cast<char*>(a.recvX) + rowIndex * rowBytes + v * 16, llLoad16(payload + v * 16));
+  if (chunk != 0) return;
+  if (lane == 0) a.srcInfo[rowIndex] = *reinterpret_cast<const int32_t*>(msg);
+  if (!fp8) return;
   const float* scales = reinterpret_cast<const float*>(payload + H);
   int groups = H / kLlQuantGroup;
   if (a.flags & LL_UE8M0) {
@@ -216,10 +226,13 @@ __device__ void recvPhase(const llDispatchKernelArgs& a, uint64_t seq, uint64_t 
       }
     }
     const char* base = c.ownBuffer + c.recvOffset + ((size_t)le * R + src) * c.maxTokens * a.msgBytes;
-    for (int j = warp; j < count; j += kLlWarps) unpackMessage(a, base + (size_t)j * a.msgBytes, le, begin + j, lane);
+    int rowBytes = (a.flags & LL_FP8) ? c.hidden : 2 * c.hidden;
+    int chunks = (rowBytes / 16 + 31) / 32;
+    for (int u = warp; u < count * chunks; u += kLlWarps)
+      unpackChunk(a, base + (size_t)(u / chunks) * a.msgBytes, le, begin + u / chunks, u % chunks, lane);
     __syncthreads();
   }
-  if (llLastBlock(&c.state->recvDone[c.half])) llReturnCredits(c, seq);
+  if (llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);
 }
 
 __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatchKernelArgs a) {

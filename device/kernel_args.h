@@ -34,6 +34,7 @@ struct llCommonKernelArgs {
   int maxTokens, hidden, topk, numTokens;
   int half;
   int phases;                // LL_PHASE_*
+  int sysScope;              // 1 when a peer is another GPU: fences and signals need system scope
   uint64_t timeoutNs;
   uint64_t signalOffset;     // of this call's half
   uint64_t sendOffset;

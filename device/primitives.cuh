@@ -6,14 +6,23 @@
 
 #include <stdint.h>
 
-__device__ __forceinline__ void llStoreRelease(uint64_t* p, uint64_t v) {
-  asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+// Scope: .gpu when every peer shares this GPU (other processes on it included), .sys when a peer is
+// another GPU (NVLink/PCIe): the cheaper scope is enough whenever it covers every reader.
+__device__ __forceinline__ void llStoreRelease(uint64_t* p, uint64_t v, bool sys = true) {
+  if (sys) asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+  else asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 }
 
-__device__ __forceinline__ uint64_t llLoadAcquire(const uint64_t* p) {
+__device__ __forceinline__ uint64_t llLoadAcquire(const uint64_t* p, bool sys = true) {
   uint64_t v;
-  asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  if (sys) asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  else asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
   return v;
+}
+
+__device__ __forceinline__ void llFence(bool sys) {
+  if (sys) __threadfence_system();
+  else __threadfence();
 }
 
 // Nanoseconds of the GPU's global timer (same clock on every SM), for bounded waits.

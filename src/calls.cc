@@ -31,6 +31,7 @@ llResult_t llCallsSetup(llComm* comm) {
   int onThisGpu = 0;
   for (const llPeerInfo& p : comm->peers)
     onThisGpu += p.hostHash == comm->peers[comm->rank].hostHash && strcmp(p.busId, comm->peers[comm->rank].busId) == 0;
+  comm->sysScope = onThisGpu != comm->nranks;
   comm->blocks = c.numSms > 0 ? c.numSms : sms / (onThisGpu > 0 ? onThisGpu : 1);
   if (comm->blocks < 1) comm->blocks = 1;
   if (comm->blocks > sms) comm->blocks = sms;
@@ -83,6 +84,7 @@ llCommonKernelArgs llCallsCommonArgs(const llComm* comm, int half, int numTokens
   a.numTokens = numTokens;
   a.half = half;
   a.phases = phases;
+  a.sysScope = comm->sysScope ? 1 : 0;
   a.timeoutNs = (uint64_t)comm->config.timeoutMs * 1000000ull;
   a.signalOffset = l.half[half].signalOffset;
   a.sendOffset = l.half[half].sendOffset;

@@ -42,6 +42,7 @@ struct llComm {
   uint64_t tag = 0;                     // tells this communicator's handles and hooks from others'
   llBufferLayout layout{};
   int blocks = 0;                       // grid size of the kernels: all blocks must be co-resident
+  bool sysScope = true;                 // some peer is another GPU (or host): system-scope ordering
   llDeviceState* devState = nullptr;    // [device]
   int32_t* expertCounts = nullptr;      // [device] [2][E]
   int nextHalf = 0;                     // half the next call uses
