@@ -2,7 +2,8 @@
 //
 // Send phase. Work items are (local expert, source rank): the item's rows (from the dispatch's
 // layout range) go back to the source rank, each into the slot (global expert, token) of its receive
-// region, where the token is the row's src_info. The last block to finish signals every rank.
+// region, where the token is the row's src_info. Rows of this rank's own tokens stay where they are:
+// the receive phase reads them from x directly. The last block to finish signals every rank.
 //
 // Receive phase. Once every rank's signal is in, warps reduce (token, 256-channel chunk) units: each
 // lane accumulates w[t][k] * row(e_k, t) over k for 8 channels in fp32 and rounds once to bf16. The
@@ -23,6 +24,7 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
   llAwaitCredits(c, prevOnHalf, deadline);
   for (int item = blockIdx.x; item < El * R; item += gridDim.x) {
     int le = item / R, src = item % R;
+    if (src == c.rank) continue;
     int64_t range = a.layoutRange[(size_t)le * R + src];
     int begin = (int)(range >> 32), count = (int)(range & 0xffffffff);
     if (begin < 0 || count < 0 || count > N || (size_t)begin + count > rowsPerExpert) {
@@ -53,19 +55,30 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
   }
 }
 
-// out[t] for 256 channels (8 per lane) of one token, by one warp.
+// out[t] for 256 channels (8 per lane) of one token, by one warp. A pair whose expert is this rank's
+// is read from x at the row the dispatch recorded; the others from the receive region.
 __device__ void reduceChunk(const llCombineKernelArgs& a, int token, int chunk, int lane) {
   const llCommonKernelArgs& c = a.c;
   int K = c.topk, E = c.numExperts, H = c.hidden;
   int expert = -1;
   float weight = 0.f;
+  const char* from = nullptr;  // lane k: start of pair k's row
   if (lane < K) {
     int64_t e = a.topkIdx[(size_t)token * K + lane];
-    if (e >= 0 && e < E) expert = (int)e, weight = a.topkWeights[(size_t)token * K + lane];
+    if (e >= 0 && e < E) {
+      weight = a.topkWeights[(size_t)token * K + lane];
+      expert = (int)e;
+      if (e / c.localExperts == c.rank) {
+        int row = a.pairRows[(size_t)token * K + lane];
+        if (row >= 0) from = reinterpret_cast<const char*>(a.x) + (size_t)row * a.rowBytes;
+        else expert = -1;  // dropped at dispatch (reported there)
+      } else {
+        from = c.ownBuffer + c.recvOffset + ((size_t)e * c.maxTokens + token) * a.rowBytes;
+      }
+    }
   }
   size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector (8 channels) of this lane
   bool inRow = v * 8 < (size_t)H;
-  const char* recv = c.ownBuffer + c.recvOffset + v * 16;
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   // Four rows in flight at a time: the loads are independent, only the sums are not.
   constexpr int kBatch = 4;
@@ -76,8 +89,9 @@ __device__ void reduceChunk(const llCombineKernelArgs& a, int token, int chunk, 
     for (int i = 0; i < kBatch; i++) {
       int e = __shfl_sync(0xffffffffu, expert, (k0 + i) & 31);
       w[i] = __shfl_sync(0xffffffffu, weight, (k0 + i) & 31);
+      const char* rowStart = (const char*)__shfl_sync(0xffffffffu, (unsigned long long)from, (k0 + i) & 31);
       bool use = k0 + i < K && e >= 0 && inRow;
-      raw[i] = use ? llLoad16(recv + ((size_t)e * c.maxTokens + token) * a.rowBytes) : make_int4(0, 0, 0, 0);
+      raw[i] = use ? llLoad16(rowStart + v * 16) : make_int4(0, 0, 0, 0);
       if (!use) w[i] = 0.f;
     }
 #pragma unroll

@@ -1,18 +1,21 @@
 // llDispatch on the GPU.
 //
-// Send phase. Every (token, k) pair with expert e goes to e's rank as one message in the slot
-// (local expert, this rank, slot) of the receiver's half. Slots are deterministic: a pair's slot is
-// the number of earlier pairs (in token, then k order) for the same expert, so received rows come
-// out in (source rank, token, k) order whatever the timing. Blocks own contiguous token ranges; each
-// counts the pairs before its range, then walks its tokens one by one, all warps sharing a token's
-// 256-channel chunks (latency: a token is spread over the SM, not serialised in one warp). The block
-// that owns the last
-// tokens publishes the per-expert totals; the last block to finish sends, for every expert, one
-// signal carrying (sequence << 32) | pairs sent.
+// Row order. The rows of an expert come from its own rank first, then from the following ranks in
+// turn (owner, owner+1, ..., owner-1), each source's pairs in (token, k) order: deterministic whatever
+// the timing, and the owner's own block always starts at row 0, so a rank writes its own tokens for
+// its own experts straight into the caller's output (no message, no second copy).
 //
-// Receive phase. Work items are (local expert, source rank). An item waits for the signals of all
-// sources up to its own (their counts give its first row), then copies its messages into the
-// caller's packed layout. The last block returns this half's credits to every peer.
+// Send phase. Every other (token, k) pair goes to its expert's rank as one message in the slot
+// (local expert, this rank, slot) of the receiver's half. A pair's slot is the number of earlier
+// pairs (in token, then k order) for the same expert. Blocks own contiguous token ranges; each counts
+// the pairs before its range, then takes rounds of tokens: slots first, then every warp takes
+// (token, 256-channel chunk) units. The block that owns the last tokens publishes the per-expert
+// totals; the last block to finish sends, for every expert, one signal carrying
+// (sequence << 32) | pairs sent (to its own rank too: the count places the other sources' blocks).
+//
+// Receive phase. Work items are (local expert, source rank). An item waits for the signals of the
+// sources before it in the row order (their counts give its first row) and its own, then copies its
+// messages into the caller's packed layout. The last block returns this half's credits to every peer.
 #include <cuda_fp8.h>
 
 #include "device/common.cuh"
@@ -25,7 +28,14 @@ constexpr int kChunkChannels = 256;  // one warp step: 32 lanes x 8 channels (tw
 
 struct DispatchShared {
   int roundExperts[kLlWarps][LL_MAX_TOPK];  // experts of the round's tokens (-1: none)
-  char* dst[kLlWarps][LL_MAX_TOPK];         // message address per (token of the round, k), NULL if not sent
+  char* dst[kLlWarps][LL_MAX_TOPK];         // message address per (token of the round, k), NULL if none
+  int direct[kLlWarps][LL_MAX_TOPK];        // own expert: row index (le * R*N + row) in the output, else -1
+};
+
+// Where one pair goes: a message to a peer, or (own expert) a row of the caller's output.
+struct PairTarget {
+  char* msg;
+  int row;  // le * R*N + row, or -1
 };
 
 // Destination of pair (token, k) with expert e and slot, in the receiver's current half.
@@ -36,20 +46,39 @@ __device__ __forceinline__ char* messageAddress(const llDispatchKernelArgs& a, i
   return c.routes[dstRank].base + c.recvOffset + index * a.msgBytes;
 }
 
-// Chunk `chunk` (256 channels) of one token to up to K destinations, bf16: 16 bytes a lane.
+// Chunk `chunk` (256 channels) of one token to its K targets, bf16: 16 bytes a lane.
 __device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst,
-                                              int chunk, int lane) {
+                                              const int* direct, int chunk, int lane) {
   size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector index
   if (v * 8 >= (size_t)a.c.hidden) return;
   int4 x = llLoad16(row + v * 8);
-  for (int k = 0; k < a.c.topk; k++)
+  for (int k = 0; k < a.c.topk; k++) {
     if (dst[k]) llStore16(dst[k] + kLlMsgHeaderBytes + v * 16, x);
+    else if (direct[k] >= 0) llStore16(static_cast<char*>(a.recvX) + (size_t)direct[k] * a.c.hidden * 2 + v * 16, x);
+  }
+}
+
+// Stores one fp8 group's scale for an own-expert row: a float, or one byte of its UE8M0 word (the
+// word's unused bytes are zeroed by the last group).
+__device__ __forceinline__ void storeDirectScale(const llDispatchKernelArgs& a, int rowIndex, int g, int groups,
+                                                 float scale) {
+  size_t rowsPerExpert = (size_t)a.c.nranks * a.c.maxTokens;
+  size_t le = rowIndex / rowsPerExpert, row = rowIndex % rowsPerExpert;
+  if (!(a.flags & LL_UE8M0)) {
+    static_cast<float*>(a.recvScales)[(le * groups + g) * rowsPerExpert + row] = scale;
+    return;
+  }
+  size_t words = llUe8m0Words(a.c.hidden);
+  uint8_t* word = reinterpret_cast<uint8_t*>(static_cast<int32_t*>(a.recvScales) + (le * words + g / 4) * rowsPerExpert + row);
+  word[g % 4] = llUe8m0Byte(scale);
+  if (g == groups - 1)
+    for (int j = g % 4 + 1; j < 4; j++) word[j] = 0;
 }
 
 // Chunk `chunk` of one token, fp8: each half-warp quantises one group of 128 channels (8 per lane),
-// reduces its amax with shuffles, and stores 8 bytes per lane plus the group's scale.
+// reduces its amax with shuffles, and stores 8 bytes per lane plus the group's scale per target.
 __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst,
-                                             int chunk, int lane) {
+                                             const int* direct, int chunk, int lane) {
   int H = a.c.hidden;
   int groups = H / kLlQuantGroup;
   bool roundScale = (a.flags & (LL_ROUND_SCALE | LL_UE8M0)) != 0;
@@ -73,12 +102,16 @@ __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, cons
   uint8_t* qb = reinterpret_cast<uint8_t*>(&q);
 #pragma unroll
   for (int i = 0; i < 8; i++) qb[i] = llFp8E4m3FromFloat(f[i] * inv);
-  size_t payload = kLlMsgHeaderBytes + (size_t)g * kLlQuantGroup + sub * 8;
+  size_t at = (size_t)g * kLlQuantGroup + sub * 8;
   size_t scaleAt = kLlMsgHeaderBytes + (size_t)H + (size_t)g * sizeof(float);
   for (int k = 0; k < a.c.topk; k++) {
-    if (!dst[k]) continue;
-    *reinterpret_cast<uint2*>(dst[k] + payload) = q;
-    if (sub == 0) *reinterpret_cast<float*>(dst[k] + scaleAt) = scale;
+    if (dst[k]) {
+      *reinterpret_cast<uint2*>(dst[k] + kLlMsgHeaderBytes + at) = q;
+      if (sub == 0) *reinterpret_cast<float*>(dst[k] + scaleAt) = scale;
+    } else if (direct[k] >= 0) {
+      *reinterpret_cast<uint2*>(static_cast<char*>(a.recvX) + (size_t)direct[k] * H + at) = q;
+      if (sub == 0) storeDirectScale(a, direct[k], g, groups, scale);
+    }
   }
 }
 
@@ -99,19 +132,25 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
   if (lane < K) sh.roundExperts[warp][lane] = e;
   __syncthreads();
   char* dst = nullptr;
+  int direct = -1;
   if (e >= 0) {
     int slot = hist[e];
     for (int w = 0; w < warp; w++)
       for (int k = 0; k < K; k++) slot += sh.roundExperts[w][k] == e;
     for (int k = 0; k < lane; k++) slot += sh.roundExperts[warp][k] == e;
-    if (slot < c.maxTokens) {
+    if (slot >= c.maxTokens) {
+      llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
+    } else if (e / c.localExperts == c.rank) {
+      // Own expert: its block starts at row 0, so the slot is the output row.
+      direct = (e % c.localExperts) * c.nranks * c.maxTokens + slot;
+      a.srcInfo[direct] = token;
+    } else {
       dst = messageAddress(a, e, slot);
       llStore16(dst, make_int4(token, lane, 0, 0));
-    } else {
-      llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
     }
   }
-  if (lane < K) sh.dst[warp][lane] = dst;
+  if (token < end && lane < K) a.pairRows[(size_t)token * K + lane] = direct;
+  if (lane < K) sh.dst[warp][lane] = dst, sh.direct[warp][lane] = direct;
   __syncthreads();
   if (e >= 0) atomicAdd(&hist[e], 1);
 }
@@ -141,8 +180,8 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
     for (int u = warp; u < units; u += kLlWarps) {
       int t = u / chunks, chunk = u % chunks;
       const uint16_t* row = a.x + (size_t)(first + t) * c.hidden;
-      if (a.flags & LL_FP8) sendChunkFp8(a, row, sh.dst[t], chunk, lane);
-      else sendChunkBf16(a, row, sh.dst[t], chunk, lane);
+      if (a.flags & LL_FP8) sendChunkFp8(a, row, sh.dst[t], sh.direct[t], chunk, lane);
+      else sendChunkBf16(a, row, sh.dst[t], sh.direct[t], chunk, lane);
     }
     __syncthreads();
   }
@@ -205,31 +244,35 @@ __device__ void recvPhase(const llDispatchKernelArgs& a, uint64_t seq, uint64_t 
   uint64_t waitStart = llGlobalTimerNs();
   for (int item = blockIdx.x; item < El * R; item += gridDim.x) {
     int le = item / R, src = item % R;
+    int position = (src - c.rank + R) % R;  // in this rank's row order: itself first
     if (threadIdx.x == 0) beginRow = 0;
     __syncthreads();
-    // Rows of sources before src come first: their counts give this item's first row.
-    for (int s = threadIdx.x; s <= src; s += blockDim.x) {
+    // Rows of the sources before src come first: their counts give this item's first row.
+    for (int i = threadIdx.x; i <= position; i += blockDim.x) {
+      int s = (c.rank + i) % R;
       const uint64_t* word = llSignalWord(c.ownBuffer, c, c.dispatchSignalWord + le * R + s);
       int count = (int)(uint32_t)llWaitTagged(c, word, tag, deadline);
-      if (s < src) atomicAdd(&beginRow, count);
+      if (i < position) atomicAdd(&beginRow, count);
       else rowCount = count;
-      if (s == src && a.waitTimeStats) atomicAdd((unsigned long long*)&a.waitTimeStats[src],
-                                                 (unsigned long long)(llGlobalTimerNs() - waitStart));
+      if (i == position && a.waitTimeStats)
+        atomicAdd((unsigned long long*)&a.waitTimeStats[src], (unsigned long long)(llGlobalTimerNs() - waitStart));
     }
     __syncthreads();
     int begin = beginRow, count = min(rowCount, c.maxTokens);
     if (threadIdx.x == 0) {
       a.layoutRange[(size_t)le * R + src] = ((int64_t)begin << 32) | count;
-      if (src == R - 1) {
+      if (position == R - 1) {
         a.recvCount[le] = begin + count;
         if (a.cumulativeRecvStats) atomicAdd(&a.cumulativeRecvStats[le], begin + count);
       }
     }
-    const char* base = c.ownBuffer + c.recvOffset + ((size_t)le * R + src) * c.maxTokens * a.msgBytes;
-    int rowBytes = (a.flags & LL_FP8) ? c.hidden : 2 * c.hidden;
-    int chunks = (rowBytes / 16 + 31) / 32;
-    for (int u = warp; u < count * chunks; u += kLlWarps)
-      unpackChunk(a, base + (size_t)(u / chunks) * a.msgBytes, le, begin + u / chunks, u % chunks, lane);
+    if (src != c.rank) {  // this rank's own block was written by its send phase
+      const char* base = c.ownBuffer + c.recvOffset + ((size_t)le * R + src) * c.maxTokens * a.msgBytes;
+      int rowBytes = (a.flags & LL_FP8) ? c.hidden : 2 * c.hidden;
+      int chunks = (rowBytes / 16 + 31) / 32;
+      for (int u = warp; u < count * chunks; u += kLlWarps)
+        unpackChunk(a, base + (size_t)(u / chunks) * a.msgBytes, le, begin + u / chunks, u % chunks, lane);
+    }
     __syncthreads();
   }
   if (llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);

@@ -55,6 +55,7 @@ struct llDispatchKernelArgs {
   int64_t* layoutRange;
   int32_t* cumulativeRecvStats;
   int64_t* waitTimeStats;
+  int32_t* pairRows;          // [N*K] out: output row of each pair whose expert is this rank's, else -1
 };
 
 struct llCombineKernelArgs {
@@ -66,5 +67,6 @@ struct llCombineKernelArgs {
   const int64_t* layoutRange; // [E_l, R]
   uint16_t* out;              // bf16 [T, H]
   int64_t* waitTimeStats;
+  const int32_t* pairRows;    // the dispatch's: row of x for each pair whose expert is this rank's
   uint64_t rowBytes;
 };

@@ -194,8 +194,9 @@ typedef struct {
   int numTokens;                /* T: 0..N (may differ per rank and per call) */
   int topk;                     /* K: 1..config.maxTopk */
   void* recvX;                  /* [device] out, caller-owned: [E_l, R*N, H] bf16, or fp8 e4m3 with LL_FP8;
-                                   rows [0, recvCount[e]) of expert e are valid, in the order
-                                   (source rank, token, k); 16-byte aligned */
+                                   rows [0, recvCount[e]) of expert e are valid: this rank's own
+                                   tokens first, then those of ranks rank+1, ..., rank-1 (mod R), each
+                                   in (token, k) order; 16-byte aligned */
   void* recvScales;             /* [device] out, caller-owned, LL_FP8 only: float, logical [E_l, R*N, H/128],
                                    stored [E_l, H/128, R*N] (token fastest); with LL_UE8M0 int32,
                                    logical [E_l, R*N, ceil(H/512)], stored [E_l, ceil(H/512), R*N], four

@@ -41,14 +41,17 @@ llResult_t llCallsSetup(llComm* comm) {
   CUDACHECK(cudaMemset(comm->devState, 0, sizeof(llDeviceState)));
   CUDACHECK(cudaMalloc((void**)&comm->expertCounts, 2 * (size_t)c.numExperts * sizeof(int32_t)));
   CUDACHECK(cudaMemset(comm->expertCounts, 0, 2 * (size_t)c.numExperts * sizeof(int32_t)));
+  CUDACHECK(cudaMalloc((void**)&comm->pairRows, 2 * llCallsPairRowsPerHalf(comm) * sizeof(int32_t)));
   return llSuccess;
 }
 
 void llCallsTeardown(llComm* comm) {
   if (comm->devState && cudaFree(comm->devState) != cudaSuccess) (void)cudaGetLastError();
   if (comm->expertCounts && cudaFree(comm->expertCounts) != cudaSuccess) (void)cudaGetLastError();
+  if (comm->pairRows && cudaFree(comm->pairRows) != cudaSuccess) (void)cudaGetLastError();
   comm->devState = nullptr;
   comm->expertCounts = nullptr;
+  comm->pairRows = nullptr;
 }
 
 llResult_t llCallsReserveHalf(llComm* comm, const char* what, int* half) {
@@ -123,6 +126,10 @@ void llCallsSetPending(llComm* comm, int half, const llDispatchKernelArgs* d, co
   hook->internal[2] = (uint64_t)half;
 }
 
+size_t llCallsPairRowsPerHalf(const llComm* comm) {
+  return (size_t)comm->config.maxTokensPerRank * comm->config.maxTopk;
+}
+
 bool llCallsIsPending(const llComm* comm, uint64_t call) {
   for (const llComm::PendingRecv& p : comm->pending)
     if (p.pending && p.call == call) return true;
@@ -165,8 +172,7 @@ LL_API llResult_t llCleanBuffer(llComm_t comm, cudaStream_t stream) {
   CUDACHECK(cudaMemset(comm->devState, 0, sizeof(llDeviceState)));
   CUDACHECK(cudaDeviceSynchronize());
   *comm->asyncError = llSuccess;
-  comm->calls = 0;
-  comm->nextHalf = 0;
+  // Call numbers go on (handles from before stay valid); only what was in flight is forgotten.
   comm->zeroCopyCall = 0;
   for (llComm::PendingRecv& p : comm->pending) p = llComm::PendingRecv{};
   LLCHECK(comm->bootstrap->barrier());

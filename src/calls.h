@@ -30,5 +30,8 @@ llResult_t llCheckPointer(const void* p, size_t align, const char* what);
 void llCallsSetPending(llComm* comm, int half, const llDispatchKernelArgs* d, const llCombineKernelArgs* c,
                        llHook_t* hook);
 
+// Entries of comm->pairRows per half (N * maxTopk).
+size_t llCallsPairRowsPerHalf(const llComm* comm);
+
 // True if the call's receive phase is still pending (a hook not yet run).
 bool llCallsIsPending(const llComm* comm, uint64_t call);

@@ -15,8 +15,12 @@ llResult_t checkHandle(const llComm* comm, const llDispatchHandle_t* h, const ll
                  h->numExperts == comm->config.numExperts,
              llInvalidUsage, "llCombine: the handle's shape (N %d, H %d, E %d) is not this communicator's",
              h->maxTokensPerRank, h->hidden, h->numExperts);
-  LL_REQUIRE(!llCallsIsPending(comm, h->internal[1]), llInvalidUsage,
+  uint64_t call = h->internal[1] >> 1, half = h->internal[1] & 1;
+  LL_REQUIRE(!llCallsIsPending(comm, call), llInvalidUsage,
              "llCombine: the handle's dispatch was send-only and its hook has not run");
+  LL_REQUIRE(comm->pairRowsCall[half] == call, llInvalidUsage,
+             "llCombine: the handle is outdated: a later dispatch overwrote its state (combine before the next "
+             "dispatch but one)");
   LL_REQUIRE(a->numTokens == h->numTokens, llInvalidArgument,
              "llCombine: numTokens = %d but the dispatch had %d", a->numTokens, h->numTokens);
   LLCHECK(llCheckPointer(h->srcInfo, 4, "llCombine: handle.srcInfo"));
@@ -69,6 +73,7 @@ LL_API llResult_t llCombine(llComm_t comm, const llCombineArgs_t* args, const ll
   k.layoutRange = handle->layoutRange;
   k.out = static_cast<uint16_t*>(args->out);
   k.waitTimeStats = args->waitTimeStats;
+  k.pairRows = comm->pairRows + (handle->internal[1] & 1) * llCallsPairRowsPerHalf(comm);
   k.rowBytes = comm->layout.combineRowBytes;
   CUDACHECK(llLaunchCombine(k, comm->blocks, stream));
   if (sendOnly) llCallsSetPending(comm, half, nullptr, &k, args->hook);

@@ -45,6 +45,8 @@ struct llComm {
   bool sysScope = true;                 // some peer is another GPU (or host): system-scope ordering
   llDeviceState* devState = nullptr;    // [device]
   int32_t* expertCounts = nullptr;      // [device] [2][E]
+  int32_t* pairRows = nullptr;          // [device] [2][N*maxTopk]: per dispatch half, own-expert rows
+  uint64_t pairRowsCall[2] = {0, 0};    // the dispatch whose pairRows each half holds
   int nextHalf = 0;                     // half the next call uses
   uint64_t calls = 0;                   // calls made (the device's sequence number, as the host sees it)
   uint64_t zeroCopyCall = 0;            // the call the zero-copy buffer was handed out for (0: none)

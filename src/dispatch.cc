@@ -62,7 +62,9 @@ LL_API llResult_t llDispatch(llComm_t comm, const llDispatchArgs_t* args, llDisp
   k.layoutRange = args->layoutRange;
   k.cumulativeRecvStats = args->cumulativeRecvStats;
   k.waitTimeStats = args->waitTimeStats;
+  k.pairRows = comm->pairRows + half * llCallsPairRowsPerHalf(comm);
   CUDACHECK(llLaunchDispatch(k, comm->blocks, stream));
+  comm->pairRowsCall[half] = comm->calls + 1;
   if (sendOnly) llCallsSetPending(comm, half, &k, nullptr, args->hook);
   llCallsCommit(comm, half);
 
@@ -73,6 +75,6 @@ LL_API llResult_t llDispatch(llComm_t comm, const llDispatchArgs_t* args, llDisp
   handle->hidden = comm->config.hidden;
   handle->numExperts = comm->config.numExperts;
   handle->internal[0] = comm->tag;
-  handle->internal[1] = comm->calls;
+  handle->internal[1] = comm->calls << 1 | (uint64_t)half;  // the call, and the half holding its pairRows
   return llSuccess;
 }

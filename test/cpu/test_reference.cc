@@ -248,14 +248,17 @@ LL_TEST(bf16_round_nearest_even) {
 
 // --- dispatch layout --------------------------------------------------------------------------
 
-// Brute force: the (s, t) of every row of global expert e, in (s, t, k) order.
+// Brute force: the (s, t) of every row of global expert e, sources from e's owner on, then (t, k).
 static std::vector<std::pair<int, int>> expectedRows(const llRefShape& shape,
                                                      const std::vector<llRefRankInput>& in, int e) {
   std::vector<std::pair<int, int>> rows;
-  for (int s = 0; s < shape.R; s++)
+  int owner = e / llRefLocalExperts(shape);
+  for (int i = 0; i < shape.R; i++) {
+    int s = (owner + i) % shape.R;
     for (int t = 0; t < in[s].T; t++)
       for (int k = 0; k < shape.K; k++)
         if (in[s].topk[t * shape.K + k] == e) rows.push_back({s, t});
+  }
   return rows;
 }
 
@@ -271,7 +274,8 @@ static void expectLayout(const llRefShape& shape, const std::vector<llRefRankInp
       EXPECT(int(rows.size()) <= rowsPerExpert);
       total += rows.size();
       int64_t begin = 0;
-      for (int s = 0; s < shape.R; s++) {  // contiguous, disjoint, in source order
+      for (int i = 0; i < shape.R; i++) {  // contiguous, disjoint, own rank first, then the next ranks
+        int s = (r + i) % shape.R;
         int64_t count = 0;
         for (auto& st : rows) count += st.first == s;
         EXPECT_EQ(out.layoutRange[le * shape.R + s], rangeOf(begin, count));
@@ -306,10 +310,11 @@ LL_TEST(layout_hand_example) {
   EXPECT(r1.recvCount == std::vector<int32_t>({4, 1}));  // expert 2: (0,0) (0,1) (0,2) (1,0); 3: (0,2)
   EXPECT(r0.layoutRange ==
          std::vector<int64_t>({rangeOf(0, 1), rangeOf(1, 1), rangeOf(0, 0), rangeOf(0, 1)}));
+  // Rank 1 orders its own tokens first: expert 2 is (1,0) then (0,0) (0,1) (0,2).
   EXPECT(r1.layoutRange ==
-         std::vector<int64_t>({rangeOf(0, 3), rangeOf(3, 1), rangeOf(0, 1), rangeOf(1, 0)}));
+         std::vector<int64_t>({rangeOf(1, 3), rangeOf(0, 1), rangeOf(0, 1), rangeOf(0, 0)}));
   EXPECT(r0.srcInfo == std::vector<int32_t>({0, 1, -1, -1, -1, -1, 1, -1, -1, -1, -1, -1}));
-  EXPECT(r1.srcInfo == std::vector<int32_t>({0, 1, 2, 0, -1, -1, 2, -1, -1, -1, -1, -1}));
+  EXPECT(r1.srcInfo == std::vector<int32_t>({0, 0, 1, 2, -1, -1, 2, -1, -1, -1, -1, -1}));
 }
 
 LL_TEST(minus_one_skipped) {
@@ -320,7 +325,7 @@ LL_TEST(minus_one_skipped) {
   EXPECT_EQ(out.recvCount[0], 2);
   EXPECT_EQ(out.srcInfo[0], 1);
   EXPECT_EQ(out.srcInfo[1], 2);
-  EXPECT_EQ(out.layoutRange[1], rangeOf(2, 0));
+  EXPECT_EQ(out.layoutRange[1], rangeOf(0, 0));  // rank 1's own (empty) block comes first
   EXPECT(llRefDispatch(shape, in, 0, llRefPayload::kBf16).recvCount == std::vector<int32_t>({0}));
   llRefGenOptions o;
   o.fractionMinusOne = 0.5;
@@ -335,8 +340,10 @@ LL_TEST(empty_ranks) {
     llRefDispatchOut out = llRefDispatch(shape, in, r, llRefPayload::kFp8);
     for (int le = 0; le < 2; le++) {
       EXPECT_EQ(out.layoutRange[le * 4 + 1] & 0xffffffff, 0);
-      EXPECT_EQ(out.layoutRange[le * 4 + 1] >> 32, out.layoutRange[le * 4 + 0] & 0xffffffff);
       EXPECT_EQ(out.layoutRange[le * 4 + 3] & 0xffffffff, 0);
+      // An empty source's block starts where the next source in rank r's order begins.
+      int64_t next = out.layoutRange[le * 4 + 2] >> 32;
+      if (r != 2) EXPECT_EQ(out.layoutRange[le * 4 + 1] >> 32, next);
     }
   }
   expectLayout(shape, in);
@@ -360,7 +367,8 @@ LL_TEST(all_to_one_expert) {
     EXPECT_EQ(out.recvCount[1], r == 2 ? llRefRowsPerExpert(shape) : 0);
   }
   llRefDispatchOut hot = llRefDispatch(shape, in, 2, llRefPayload::kBf16);
-  for (int s = 0; s < shape.R; s++) EXPECT_EQ(hot.layoutRange[shape.R + s], rangeOf(16 * s, 16));
+  // Rank 2's own tokens first, then ranks 3, 0, 1.
+  for (int s = 0; s < shape.R; s++) EXPECT_EQ(hot.layoutRange[shape.R + s], rangeOf(16 * ((s + 2) % 4), 16));
   for (int row = 0; row < llRefRowsPerExpert(shape); row++) EXPECT_EQ(hot.srcInfo[64 + row], row % 16);
   expectLayout(shape, in);
 }
@@ -475,14 +483,15 @@ static void expectRows(const llRefCombineOut& got, const llRefShape& shape, std:
   }
 }
 
-// R=2, E=4, K=2. Rows: expert 1 <- (0,0,0); expert 2 <- (0,0,1) (0,1,0) (1,0,1); expert 3 <- (1,0,0).
+// R=2, E=4, K=2. Rows (owner's own tokens first): expert 1 <- (0,0,0); expert 2 (rank 1) <- (1,0,1)
+// (0,0,1) (0,1,0); expert 3 <- (1,0,0).
 LL_TEST(combine_hand_example) {
   llRefShape shape{2, 4, 2, 128, 2};
   std::vector<llRefRankInput> in = {rankInput(shape, {{1, 2}, {2, -1}}, {{0.5f, 0.25f}, {0.75f, 0.9f}}),
                                     rankInput(shape, {{3, 2}}, {{1.0f, 0.5f}})};
   std::vector<std::vector<uint16_t>> y = patternY(shape);
-  expectRows(llRefCombine(shape, in, 0, y), shape, {0.5 * 5 + 0.25 * 9, 0.75 * 10});
-  expectRows(llRefCombine(shape, in, 1, y), shape, {1.0 * 13 + 0.5 * 11});
+  expectRows(llRefCombine(shape, in, 0, y), shape, {0.5 * 5 + 0.25 * 10, 0.75 * 11});
+  expectRows(llRefCombine(shape, in, 1, y), shape, {1.0 * 13 + 0.5 * 9});
 }
 
 // Each k of a duplicate expert reads its own row.

@@ -115,7 +115,8 @@ std::vector<int64_t> expectedRanges(const llPerfCase& c, size_t le) {
   std::vector<int64_t> count(c.shape.R, 0), range(c.shape.R);
   for (const auto& row : c.rows[le]) count[row.first]++;
   int64_t begin = 0;
-  for (int s = 0; s < c.shape.R; s++) {
+  for (int i = 0; i < c.shape.R; i++) {
+    int s = llRefSourceAt(c.shape, c.rank, i);
     range[s] = (begin << 32) | count[s];
     begin += count[s];
   }
@@ -156,7 +157,8 @@ llPerfCase llPerfMakeCase(const llRefShape& shape, bool fp8, int T, int rank, ui
   if (!problem.empty()) llPerfDie("generated inputs are invalid: %s", problem.c_str());
   int El = shape.E / shape.R;
   c.rows.resize(El);
-  for (int s = 0; s < shape.R; s++) {
+  for (int i = 0; i < shape.R; i++) {  // row order: this rank's own tokens first, then the next ranks
+    int s = llRefSourceAt(shape, rank, i);
     const std::vector<int64_t>& topk = c.inputs[s].topk;
     for (size_t i = 0; i < topk.size(); i++)
       if (topk[i] >= 0 && topk[i] / El == rank)

@@ -65,14 +65,28 @@ llRefPlan llRefMakePlan(const llRefShape& shape, const std::vector<llRefRankInpu
   llRefPlan plan;
   plan.row.resize(shape.R);
   plan.count.assign(shape.R, std::vector<int32_t>(shape.E, 0));
-  std::vector<int32_t> next(shape.E, 0);  // rows handed out so far per expert, in (s, t, k) order
+  int El = llRefLocalExperts(shape);
+  std::vector<std::vector<int32_t>> index(shape.R);  // [s][t*K+k]: position among s's pairs for its expert
   for (int s = 0; s < shape.R; s++) {
     const std::vector<int64_t>& topk = inputs[s].topk;
+    std::vector<int32_t> next(shape.E, 0);
     plan.row[s].assign(topk.size(), -1);
+    index[s].assign(topk.size(), -1);
     for (size_t i = 0; i < topk.size(); i++) {
       if (topk[i] < 0) continue;
-      plan.row[s][i] = next[topk[i]]++;
+      index[s][i] = next[topk[i]]++;
       plan.count[s][topk[i]]++;
+    }
+  }
+  // A source's block of expert e starts after the blocks of the sources before it in e's owner order.
+  for (int s = 0; s < shape.R; s++) {
+    const std::vector<int64_t>& topk = inputs[s].topk;
+    for (size_t i = 0; i < topk.size(); i++) {
+      if (topk[i] < 0) continue;
+      int e = static_cast<int>(topk[i]), owner = e / El;
+      int32_t begin = 0;
+      for (int j = 0; llRefSourceAt(shape, owner, j) != s; j++) begin += plan.count[llRefSourceAt(shape, owner, j)][e];
+      plan.row[s][i] = begin + index[s][i];
     }
   }
   return plan;
@@ -153,7 +167,8 @@ static void llRefWriteLayout(const llRefShape& shape, const llRefPlan& plan, int
   for (int le = 0; le < El; le++) {
     int e = rank * El + le;
     int64_t begin = 0;
-    for (int s = 0; s < shape.R; s++) {
+    for (int i = 0; i < shape.R; i++) {
+      int s = llRefSourceAt(shape, rank, i);
       int64_t count = plan.count[s][e];
       out.layoutRange[static_cast<size_t>(le) * shape.R + s] = (begin << 32) | count;
       begin += count;

@@ -1,9 +1,11 @@
 // CPU reference of llDispatch / llCombine (DESIGN.md, "The contract"): exact and simple, not fast.
 // CPU tests check it against hand-computed values; GPU tests compare every kernel output with it.
 //
-// Row order: the rows of global expert e (rank e / E_l, local expert e % E_l) are the pairs (s, t, k)
-// with topk_s[t][k] == e, ordered by source rank s, then token t, then k. llep's kernels produce
-// exactly this order, so the GPU output can be compared row by row.
+// Row order: the rows of global expert e (owner rank r = e / E_l, local expert e % E_l) are the pairs
+// (s, t, k) with topk_s[t][k] == e, ordered by source rank starting from the owner itself
+// (s = r, r+1, ..., R-1, 0, ..., r-1: the owner's own tokens first, so it can place them directly),
+// then token t, then k. llep's kernels produce exactly this order, so the GPU output can be compared
+// row by row.
 // Duplicates: an expert chosen twice in one token's top-k gets one row per (t, k) pair, so a source
 // rank may send an expert more than T rows. Each (expert, source rank) has N slots in the receive
 // buffer, so inputs where a source sends an expert more than N rows are invalid (llRefValidate).
@@ -52,6 +54,9 @@ struct llRefPlan {
   std::vector<std::vector<int32_t>> row;    // [s][t*K + k]: row in its expert's block, -1 for topk -1
   std::vector<std::vector<int32_t>> count;  // [s][e]: rows expert e receives from source rank s
 };
+// The i-th source rank in the row order of experts owned by rank `owner` (i = 0: the owner itself).
+inline int llRefSourceAt(const llRefShape& s, int owner, int i) { return (owner + i) % s.R; }
+
 llRefPlan llRefMakePlan(const llRefShape& shape, const std::vector<llRefRankInput>& inputs);
 
 // Dispatch output of one receiving rank. Rows at or past recv_count hold 0 (src_info: -1); on the GPU
