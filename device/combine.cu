@@ -50,7 +50,8 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
   }
   if (llLastBlock(c, &c.state->sendDone[c.half])) {
     for (int peer = threadIdx.x; peer < R; peer += blockDim.x)
-      llStoreRelease(llSignalWord(c.routes[peer].base, c, c.combineSignalWord + c.rank), seq << 32, c.sysScope);
+      if (peer != c.rank)  // own rows are read from x: nothing to wait for
+        llStoreRelease(llSignalWord(c.routes[peer].base, c, c.combineSignalWord + c.rank), seq << 32, c.sysScope);
     llPublishSequence(c, seq);
   }
 }
@@ -113,6 +114,7 @@ __device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t d
   const llCommonKernelArgs& c = a.c;
   uint64_t waitStart = llGlobalTimerNs();
   for (int peer = threadIdx.x; peer < c.nranks; peer += blockDim.x) {
+    if (peer == c.rank) continue;
     llWaitTagged(c, llSignalWord(c.ownBuffer, c, c.combineSignalWord + peer), (uint32_t)seq, deadline);
     if (blockIdx.x == 0 && a.waitTimeStats)
       atomicAdd((unsigned long long*)&a.waitTimeStats[peer], (unsigned long long)(llGlobalTimerNs() - waitStart));

@@ -87,8 +87,9 @@ __device__ __forceinline__ void llCallSequence(const llCommonKernelArgs& a, uint
 // Before the first write into a peer's half: the peer has consumed what was last sent there.
 __device__ __forceinline__ void llAwaitCredits(const llCommonKernelArgs& a, uint64_t prevOnHalf, uint64_t deadline) {
   if (prevOnHalf == 0) return;
+  if (a.nranks == 1) return;  // nothing but this rank writes into its own halves
   for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x)
-    llWaitCredit(a, llSignalWord(a.ownBuffer, a, a.creditWord + peer), prevOnHalf, deadline);
+    if (peer != a.rank) llWaitCredit(a, llSignalWord(a.ownBuffer, a, a.creditWord + peer), prevOnHalf, deadline);
   __syncthreads();
 }
 
@@ -103,7 +104,7 @@ __device__ __forceinline__ void llPublishSequence(const llCommonKernelArgs& a, u
 // After this rank consumed the half: tell every peer it may write here again.
 __device__ __forceinline__ void llReturnCredits(const llCommonKernelArgs& a, uint64_t seq) {
   for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x)
-    llStoreRelease(llSignalWord(a.routes[peer].base, a, a.creditWord + a.rank), seq, a.sysScope);
+    if (peer != a.rank) llStoreRelease(llSignalWord(a.routes[peer].base, a, a.creditWord + a.rank), seq, a.sysScope);
 }
 
 // 16-byte vector copies.

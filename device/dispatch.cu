@@ -9,13 +9,14 @@
 // (local expert, this rank, slot) of the receiver's half. A pair's slot is the number of earlier
 // pairs (in token, then k order) for the same expert. Blocks own contiguous token ranges; each counts
 // the pairs before its range, then takes rounds of tokens: slots first, then every warp takes
-// (token, 256-channel chunk) units. The block that owns the last tokens publishes the per-expert
-// totals; the last block to finish sends, for every expert, one signal carrying
-// (sequence << 32) | pairs sent (to its own rank too: the count places the other sources' blocks).
+// (token, 256-channel chunk) units. Every block counts all pairs per expert (one pass over topk_idx,
+// cheap next to the payload), so this rank's own counts need no signal; the last block to finish
+// sends every other rank, for each of its experts, one signal (sequence << 32) | pairs sent.
 //
-// Receive phase. Work items are (local expert, source rank). An item waits for the signals of the
-// sources before it in the row order (their counts give its first row) and its own, then copies its
-// messages into the caller's packed layout. The last block returns this half's credits to every peer.
+// Receive phase. Work items are (local expert, source rank). An item takes this rank's own count from
+// the block's histogram and waits for the signals of the other sources before it in the row order
+// (their counts give its first row) and its own, then copies its messages into the caller's packed
+// layout. The last block returns this half's credits to every peer. With one rank nothing waits.
 #include <cuda_fp8.h>
 
 #include "device/common.cuh"
@@ -155,7 +156,22 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
   if (e >= 0) atomicAdd(&hist[e], 1);
 }
 
-__device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int* hist, uint64_t seq,
+// One pass over topk_idx: total[e] = this rank's pairs for expert e, hist[e] = those of tokens before
+// `begin` (where this block's slots start). Both in shared memory.
+__device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total, int begin) {
+  int E = a.c.numExperts, K = a.c.topk;
+  for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0, total[i] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < a.c.numTokens * K; i += blockDim.x) {
+    int64_t v = a.topkIdx[i];
+    if (v < 0 || v >= E) continue;
+    atomicAdd(&total[v], 1);
+    if (i < begin * K) atomicAdd(&hist[v], 1);
+  }
+  __syncthreads();
+}
+
+__device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int* hist, int* total, uint64_t seq,
                           uint64_t prevOnHalf, uint64_t deadline) {
   const llCommonKernelArgs& c = a.c;
   int T = c.numTokens, K = c.topk, E = c.numExperts;
@@ -165,13 +181,7 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int chunks = (c.hidden + kChunkChannels - 1) / kChunkChannels;
 
   llAwaitCredits(c, prevOnHalf, deadline);
-  for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0;
-  __syncthreads();
-  for (int i = threadIdx.x; i < begin * K; i += blockDim.x) {
-    int64_t v = a.topkIdx[i];
-    if (v >= 0 && v < E) atomicAdd(&hist[v], 1);
-  }
-  __syncthreads();
+  countPairs(a, hist, total, begin);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
   for (int first = begin; first < end; first += kLlWarps) {
@@ -185,16 +195,12 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
     }
     __syncthreads();
   }
-  // The block holding the last tokens now has the totals.
-  bool ownsLast = T == 0 ? blockIdx.x == 0 : (begin < end && end == T);
-  if (ownsLast)
-    for (int i = threadIdx.x; i < E; i += blockDim.x) c.expertCounts[c.half * E + i] = hist[i];
-
   if (llLastBlock(c, &c.state->sendDone[c.half])) {
     uint32_t tag = (uint32_t)seq;
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
-      uint64_t count = (uint64_t)min(c.expertCounts[c.half * E + e], c.maxTokens);
       int dstRank = e / c.localExperts, le = e % c.localExperts;
+      if (dstRank == c.rank) continue;  // own experts: counted by every block, no signal
+      uint64_t count = (uint64_t)min(total[e], c.maxTokens);
       uint64_t* word = llSignalWord(c.routes[dstRank].base, c, c.dispatchSignalWord + le * c.nranks + c.rank);
       llStoreRelease(word, ((uint64_t)tag << 32) | count, c.sysScope);
     }
@@ -235,7 +241,7 @@ __device__ void unpackChunk(const llDispatchKernelArgs& a, const char* msg, int 
   }
 }
 
-__device__ void recvPhase(const llDispatchKernelArgs& a, uint64_t seq, uint64_t deadline) {
+__device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, uint64_t seq, uint64_t deadline) {
   const llCommonKernelArgs& c = a.c;
   int R = c.nranks, El = c.localExperts;
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -249,9 +255,13 @@ __device__ void recvPhase(const llDispatchKernelArgs& a, uint64_t seq, uint64_t 
     __syncthreads();
     // Rows of the sources before src come first: their counts give this item's first row.
     for (int i = threadIdx.x; i <= position; i += blockDim.x) {
-      int s = (c.rank + i) % R;
-      const uint64_t* word = llSignalWord(c.ownBuffer, c, c.dispatchSignalWord + le * R + s);
-      int count = (int)(uint32_t)llWaitTagged(c, word, tag, deadline);
+      int s = (c.rank + i) % R, count;
+      if (i == 0) {
+        count = min(total[c.rank * El + le], c.maxTokens);
+      } else {
+        const uint64_t* word = llSignalWord(c.ownBuffer, c, c.dispatchSignalWord + le * R + s);
+        count = (int)(uint32_t)llWaitTagged(c, word, tag, deadline);
+      }
       if (i < position) atomicAdd(&beginRow, count);
       else rowCount = count;
       if (i == position && a.waitTimeStats)
@@ -279,19 +289,22 @@ __device__ void recvPhase(const llDispatchKernelArgs& a, uint64_t seq, uint64_t 
 }
 
 __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatchKernelArgs a) {
-  extern __shared__ int hist[];
+  extern __shared__ int counts[];  // hist[E], total[E]
   __shared__ DispatchShared sh;
+  int* hist = counts;
+  int* total = counts + a.c.numExperts;
   uint64_t seq, prevOnHalf;
   llCallSequence(a.c, &seq, &prevOnHalf);
   uint64_t deadline = llGlobalTimerNs() + a.c.timeoutNs;
-  if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, seq, prevOnHalf, deadline);
-  if (a.c.phases & LL_PHASE_RECV) recvPhase(a, seq, deadline);
+  if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, total, seq, prevOnHalf, deadline);
+  else countPairs(a, hist, total, 0);  // a hook's receive phase: the own counts again
+  if (a.c.phases & LL_PHASE_RECV) recvPhase(a, total, seq, deadline);
 }
 
 }  // namespace
 
 cudaError_t llLaunchDispatch(const llDispatchKernelArgs& args, int blocks, cudaStream_t stream) {
-  size_t smem = (size_t)args.c.numExperts * sizeof(int);
+  size_t smem = 2 * (size_t)args.c.numExperts * sizeof(int);
   if (smem > 48 * 1024) {
     cudaError_t err = cudaFuncSetAttribute(dispatchKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (err != cudaSuccess) return err;

@@ -28,7 +28,6 @@ struct llCommonKernelArgs {
   const llRoute* routes;     // [R]
   char* ownBuffer;           // this rank's symmetric buffer
   llDeviceState* state;
-  int32_t* expertCounts;     // [2][E]: this rank's (token, k) pairs per global expert, per half
   volatile int* asyncError;  // host-mapped: first llResult_t found on the GPU
   int rank, nranks, numExperts, localExperts;
   int maxTokens, hidden, topk, numTokens;

@@ -164,7 +164,8 @@ llResult_t llGetBufferSizeHint(int maxTokensPerRank, int hidden, int nranks, int
 #define LL_ROUND_SCALE 0x2  /* dispatch, with LL_FP8: scales rounded up to powers of two */
 #define LL_UE8M0 0x4        /* dispatch, with LL_FP8: power-of-two scales packed as 8-bit exponents
                                (implies LL_ROUND_SCALE) */
-#define LL_SEND_ONLY 0x8    /* enqueue the send phase only; llHookRun enqueues the receive phase */
+#define LL_SEND_ONLY 0x8    /* enqueue the send phase only; llHookRun enqueues the receive phase
+                               (the call's topkIdx and output pointers must stay valid until then) */
 #define LL_ZERO_COPY 0x10   /* combine: x is the buffer from llGetCombineBuffer */
 
 /* What combine needs from its dispatch. Filled by llDispatch; plain data, may be copied. */

@@ -39,18 +39,14 @@ llResult_t llCallsSetup(llComm* comm) {
           onThisGpu);
   CUDACHECK(cudaMalloc((void**)&comm->devState, sizeof(llDeviceState)));
   CUDACHECK(cudaMemset(comm->devState, 0, sizeof(llDeviceState)));
-  CUDACHECK(cudaMalloc((void**)&comm->expertCounts, 2 * (size_t)c.numExperts * sizeof(int32_t)));
-  CUDACHECK(cudaMemset(comm->expertCounts, 0, 2 * (size_t)c.numExperts * sizeof(int32_t)));
   CUDACHECK(cudaMalloc((void**)&comm->pairRows, 2 * llCallsPairRowsPerHalf(comm) * sizeof(int32_t)));
   return llSuccess;
 }
 
 void llCallsTeardown(llComm* comm) {
   if (comm->devState && cudaFree(comm->devState) != cudaSuccess) (void)cudaGetLastError();
-  if (comm->expertCounts && cudaFree(comm->expertCounts) != cudaSuccess) (void)cudaGetLastError();
   if (comm->pairRows && cudaFree(comm->pairRows) != cudaSuccess) (void)cudaGetLastError();
   comm->devState = nullptr;
-  comm->expertCounts = nullptr;
   comm->pairRows = nullptr;
 }
 
@@ -75,7 +71,6 @@ llCommonKernelArgs llCallsCommonArgs(const llComm* comm, int half, int numTokens
   a.routes = comm->devRoutes;
   a.ownBuffer = comm->buffer;
   a.state = comm->devState;
-  a.expertCounts = comm->expertCounts;
   a.asyncError = comm->asyncError;
   a.rank = comm->rank;
   a.nranks = comm->nranks;

@@ -44,7 +44,6 @@ struct llComm {
   int blocks = 0;                       // grid size of the kernels: all blocks must be co-resident
   bool sysScope = true;                 // some peer is another GPU (or host): system-scope ordering
   llDeviceState* devState = nullptr;    // [device]
-  int32_t* expertCounts = nullptr;      // [device] [2][E]
   int32_t* pairRows = nullptr;          // [device] [2][N*maxTopk]: per dispatch half, own-expert rows
   uint64_t pairRowsCall[2] = {0, 0};    // the dispatch whose pairRows each half holds
   int nextHalf = 0;                     // half the next call uses
