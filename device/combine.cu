@@ -56,9 +56,10 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
   }
 }
 
-// out[t] for 256 channels (8 per lane) of one token, by one warp. A pair whose expert is this rank's
-// is read from x at the row the dispatch recorded; the others from the receive region.
-__device__ void reduceChunk(const llCombineKernelArgs& a, int token, int chunk, int lane) {
+// out[t] for chunks [firstChunk, lastChunk) (256 channels each, 8 per lane) of one token, by one
+// warp. A pair whose expert is this rank's is read from x at the row the dispatch recorded; the
+// others from the receive region. The pair lookups are done once for all the warp's chunks.
+__device__ void reduceChunks(const llCombineKernelArgs& a, int token, int firstChunk, int lastChunk, int lane) {
   const llCommonKernelArgs& c = a.c;
   int K = c.topk, E = c.numExperts, H = c.hidden;
   int expert = -1;
@@ -78,36 +79,38 @@ __device__ void reduceChunk(const llCombineKernelArgs& a, int token, int chunk, 
       }
     }
   }
-  size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector (8 channels) of this lane
-  bool inRow = v * 8 < (size_t)H;
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  // Four rows in flight at a time: the loads are independent, only the sums are not.
-  constexpr int kBatch = 4;
-  for (int k0 = 0; k0 < K; k0 += kBatch) {
-    int4 raw[kBatch];
-    float w[kBatch];
+  for (int chunk = firstChunk; chunk < lastChunk; chunk++) {
+    size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector (8 channels) of this lane
+    bool inRow = v * 8 < (size_t)H;
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    // All of a batch's rows in flight at once: the loads are independent, only the sums are not.
+    constexpr int kBatch = 4;  // 8 spills at the 64 registers a 1024-thread block allows
+    for (int k0 = 0; k0 < K; k0 += kBatch) {
+      int4 raw[kBatch];
+      float w[kBatch];
 #pragma unroll
-    for (int i = 0; i < kBatch; i++) {
-      int e = __shfl_sync(0xffffffffu, expert, (k0 + i) & 31);
-      w[i] = __shfl_sync(0xffffffffu, weight, (k0 + i) & 31);
-      const char* rowStart = (const char*)__shfl_sync(0xffffffffu, (unsigned long long)from, (k0 + i) & 31);
-      bool use = k0 + i < K && e >= 0 && inRow;
-      raw[i] = use ? llLoad16(rowStart + v * 16) : make_int4(0, 0, 0, 0);
-      if (!use) w[i] = 0.f;
+      for (int i = 0; i < kBatch; i++) {
+        int e = __shfl_sync(0xffffffffu, expert, (k0 + i) & 31);
+        w[i] = __shfl_sync(0xffffffffu, weight, (k0 + i) & 31);
+        const char* rowStart = (const char*)__shfl_sync(0xffffffffu, (unsigned long long)from, (k0 + i) & 31);
+        bool use = k0 + i < K && e >= 0 && inRow;
+        raw[i] = use ? llLoad16(rowStart + v * 16) : make_int4(0, 0, 0, 0);
+        if (!use) w[i] = 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < kBatch; i++) {
+        const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw[i]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[j] = fmaf(w[i], llBf16ToFloat(h[j]), acc[j]);
+      }
     }
+    if (!inRow) continue;
+    int4 packed;
+    uint16_t* p = reinterpret_cast<uint16_t*>(&packed);
 #pragma unroll
-    for (int i = 0; i < kBatch; i++) {
-      const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw[i]);
-#pragma unroll
-      for (int j = 0; j < 8; j++) acc[j] = fmaf(w[i], llBf16ToFloat(h[j]), acc[j]);
-    }
+    for (int i = 0; i < 8; i++) p[i] = llFloatToBf16(acc[i]);
+    llStore16(a.out + (size_t)token * H + v * 8, packed);
   }
-  if (!inRow) return;
-  int4 packed;
-  uint16_t* p = reinterpret_cast<uint16_t*>(&packed);
-#pragma unroll
-  for (int i = 0; i < 8; i++) p[i] = llFloatToBf16(acc[i]);
-  llStore16(a.out + (size_t)token * H + v * 8, packed);
 }
 
 __device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t deadline) {
@@ -121,10 +124,17 @@ __device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t d
   }
   __syncthreads();
   int lane = threadIdx.x % 32;
+  // Units of (token, run of chunks): as many units as warps when tokens are few, longer runs (fewer
+  // repeated pair lookups) when they are many.
   int chunks = (c.hidden + 255) / 256;
-  int units = c.numTokens * chunks;
-  for (int u = blockIdx.x * kLlWarps + threadIdx.x / 32; u < units; u += gridDim.x * kLlWarps)
-    reduceChunk(a, u / chunks, u % chunks, lane);
+  int warps = gridDim.x * kLlWarps;
+  int run = max(1, (c.numTokens * chunks + warps - 1) / warps);
+  int runs = (chunks + run - 1) / run;
+  int units = c.numTokens * runs;
+  for (int u = blockIdx.x * kLlWarps + threadIdx.x / 32; u < units; u += warps) {
+    int first = (u % runs) * run;
+    reduceChunks(a, u / runs, first, min(chunks, first + run), lane);
+  }
   if (llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);
 }
 

@@ -57,8 +57,10 @@ __device__ __forceinline__ void llWaitCredit(const llCommonKernelArgs& a, const 
 // other blocks are past it). The barrier makes the block's writes visible to thread 0, whose
 // (cumulative) fence then orders them before its arrival; the last block's fence after the counter
 // orders every block's writes before what it does next. One fence per block, not per thread.
+// A communicator of one rank has nothing to signal and no credits to return: no block is last.
 __device__ __forceinline__ bool llLastBlock(const llCommonKernelArgs& a, uint32_t* counter) {
   __shared__ bool last;
+  if (a.nranks == 1) return false;
   __syncthreads();
   if (threadIdx.x == 0) {
     llFence(a.sysScope);

@@ -25,7 +25,10 @@
 
 namespace {
 
-constexpr int kChunkChannels = 256;  // one warp step: 32 lanes x 8 channels (two fp8 groups)
+// One warp step: bf16 32 lanes x 8 channels (16-byte loads and stores); fp8 32 lanes x 16 channels
+// (two 16-byte loads, one 16-byte store of 16 fp8 values; four groups of 128 per step).
+constexpr int kChunkChannelsBf16 = 256;
+constexpr int kChunkChannelsFp8 = 512;
 
 struct DispatchShared {
   int roundExperts[kLlWarps][LL_MAX_TOPK];  // experts of the round's tokens (-1: none)
@@ -76,41 +79,44 @@ __device__ __forceinline__ void storeDirectScale(const llDispatchKernelArgs& a, 
     for (int j = g % 4 + 1; j < 4; j++) word[j] = 0;
 }
 
-// Chunk `chunk` of one token, fp8: each half-warp quantises one group of 128 channels (8 per lane),
-// reduces its amax with shuffles, and stores 8 bytes per lane plus the group's scale per target.
+// Chunk `chunk` (512 channels) of one token, fp8: each 8-lane group quantises one group of 128
+// channels (16 per lane), reduces its amax with shuffles, and stores 16 bytes per lane plus the
+// group's scale per target.
 __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst,
                                              const int* direct, int chunk, int lane) {
   int H = a.c.hidden;
   int groups = H / kLlQuantGroup;
   bool roundScale = (a.flags & (LL_ROUND_SCALE | LL_UE8M0)) != 0;
-  int g = chunk * 2 + (lane >> 4), sub = lane & 15;
+  int g = chunk * 4 + (lane >> 3), sub = lane & 7;
   bool active = g < groups;
-  int4 raw = active ? llLoad16(row + g * kLlQuantGroup + sub * 8) : make_int4(0, 0, 0, 0);
-  const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
-  float f[8];
+  const uint16_t* src = row + (size_t)g * kLlQuantGroup + sub * 16;
+  int4 raw[2] = {make_int4(0, 0, 0, 0), make_int4(0, 0, 0, 0)};
+  if (active) raw[0] = llLoad16(src), raw[1] = llLoad16(src + 8);
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
+  float f[16];
   float amax = 0.f;
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < 16; i++) {
     f[i] = llBf16ToFloat(h[i]);
     amax = fmaxf(amax, fabsf(f[i]));
   }
 #pragma unroll
-  for (int m = 8; m >= 1; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+  for (int m = 4; m >= 1; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
   if (!active) return;
   float scale = llQuantScale(amax, roundScale);
   float inv = llQuantInvScale(amax, roundScale);
-  uint2 q;
+  int4 q;
   uint8_t* qb = reinterpret_cast<uint8_t*>(&q);
 #pragma unroll
-  for (int i = 0; i < 8; i++) qb[i] = llFp8E4m3FromFloat(f[i] * inv);
-  size_t at = (size_t)g * kLlQuantGroup + sub * 8;
+  for (int i = 0; i < 16; i++) qb[i] = llFp8E4m3FromFloat(f[i] * inv);
+  size_t at = (size_t)g * kLlQuantGroup + sub * 16;
   size_t scaleAt = kLlMsgHeaderBytes + (size_t)H + (size_t)g * sizeof(float);
   for (int k = 0; k < a.c.topk; k++) {
     if (dst[k]) {
-      *reinterpret_cast<uint2*>(dst[k] + kLlMsgHeaderBytes + at) = q;
+      llStore16(dst[k] + kLlMsgHeaderBytes + at, q);
       if (sub == 0) *reinterpret_cast<float*>(dst[k] + scaleAt) = scale;
     } else if (direct[k] >= 0) {
-      *reinterpret_cast<uint2*>(static_cast<char*>(a.recvX) + (size_t)direct[k] * H + at) = q;
+      llStore16(static_cast<char*>(a.recvX) + (size_t)direct[k] * H + at, q);
       if (sub == 0) storeDirectScale(a, direct[k], g, groups, scale);
     }
   }
@@ -178,7 +184,8 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int perBlock = max(1, (T + (int)gridDim.x - 1) / (int)gridDim.x);
   int begin = min(T, (int)blockIdx.x * perBlock), end = min(T, begin + perBlock);
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  int chunks = (c.hidden + kChunkChannels - 1) / kChunkChannels;
+  int chunkChannels = (a.flags & LL_FP8) ? kChunkChannelsFp8 : kChunkChannelsBf16;
+  int chunks = (c.hidden + chunkChannels - 1) / chunkChannels;
 
   llAwaitCredits(c, prevOnHalf, deadline);
   countPairs(a, hist, total, begin);
