@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# Performance tables on the GPU machine (issue 5): R=1 at 128..1024 tokens, then R=2,4,8 sharing the GPU
-# under MPS. Writes JSON under $OUT (default /tmp/llep-out). Run after a build in $BUILD.
+# Performance tables on the GPU machine (docs/performance.md): R=1 at 128..1024 tokens (fp8 and bf16
+# dispatch, eager and CUDA graph), then R=2,4,8 ranks sharing the GPU under MPS at 128 tokens.
+# H 7168, top-8, 256 experts, checks on. JSON and the printed tables go to $OUT (default
+# /tmp/llep-out). Run after a build in $BUILD (tools/gpu-check.sh makes one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
 OUT=${OUT:-/tmp/llep-out}
 P="$BUILD/test/perf/ll_perf"
 mkdir -p "$OUT"
-"$BUILD/llrun" -np 1 -t 300 "$P" -b 128 -e 1024 -f 8 -J "$OUT/r1.json" "$@"
-"$BUILD/llrun" -np 1 -t 300 "$P" -b 128 -e 1024 -f 8 -G 1 -J "$OUT/r1_graph.json" "$@"
+run() {  # name, ranks, ll_perf arguments...
+  local name=$1 ranks=$2
+  shift 2
+  echo "## $name"
+  "$BUILD/llrun" -np "$ranks" -t 300 "$P" "$@" -J "$OUT/$name.json" 2>&1 | grep -v "\[llep\]" | tee "$OUT/$name.txt" |
+    grep -E "^ +(dispatch|combine|step)|Wrong rows"
+}
+run r1_fp8 1 -b 128 -e 1024 -f 8
+run r1_bf16 1 -b 128 -e 1024 -f 8 -d bf16
+run r1_fp8_graph 1 -b 128 -e 1024 -f 8 -G 1
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
-mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
 nvidia-cuda-mps-control -d && trap 'echo quit | nvidia-cuda-mps-control' EXIT
-for R in 2 4 8; do
-  "$BUILD/llrun" -np $R -t 300 "$P" -b 128 -e 128 -J "$OUT/r${R}_128.json" "$@"
-done
+for R in 2 4 8; do run "r${R}_fp8" "$R" -b 128 -e 128; done
