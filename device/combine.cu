@@ -16,12 +16,12 @@
 
 namespace {
 
-__device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t prevOnHalf, uint64_t deadline) {
+__device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t prevOnHalf) {
   const llCommonKernelArgs& c = a.c;
   int R = c.nranks, El = c.localExperts, N = c.maxTokens;
   size_t rowsPerExpert = (size_t)R * N;
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  llAwaitCredits(c, prevOnHalf, deadline);
+  llAwaitCredits(c, prevOnHalf);
   for (int item = blockIdx.x; item < El * R; item += gridDim.x) {
     int le = item / R, src = item % R;
     if (src == c.rank) continue;
@@ -113,12 +113,13 @@ __device__ void reduceChunks(const llCombineKernelArgs& a, int token, int firstC
   }
 }
 
-__device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t deadline) {
+__device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq) {
   const llCommonKernelArgs& c = a.c;
-  uint64_t waitStart = llGlobalTimerNs();
+  // Only the threads that may wait read the clock: it is slow to read.
+  uint64_t waitStart = a.waitTimeStats && threadIdx.x < c.nranks ? llGlobalTimerNs() : 0;
   for (int peer = threadIdx.x; peer < c.nranks; peer += blockDim.x) {
     if (peer == c.rank) continue;
-    llWaitTagged(c, llSignalWord(c.ownBuffer, c, c.combineSignalWord + peer), (uint32_t)seq, deadline);
+    llWaitTagged(c, llSignalWord(c.ownBuffer, c, c.combineSignalWord + peer), (uint32_t)seq);
     if (blockIdx.x == 0 && a.waitTimeStats)
       atomicAdd((unsigned long long*)&a.waitTimeStats[peer], (unsigned long long)(llGlobalTimerNs() - waitStart));
   }
@@ -141,9 +142,8 @@ __device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t d
 __global__ void __launch_bounds__(kLlThreads, 1) combineKernel(const llCombineKernelArgs a) {
   uint64_t seq, prevOnHalf;
   llCallSequence(a.c, &seq, &prevOnHalf);
-  uint64_t deadline = llGlobalTimerNs() + a.c.timeoutNs;
-  if (a.c.phases & LL_PHASE_SEND) sendPhase(a, seq, prevOnHalf, deadline);
-  if (a.c.phases & LL_PHASE_RECV) recvPhase(a, seq, deadline);
+  if (a.c.phases & LL_PHASE_SEND) sendPhase(a, seq, prevOnHalf);
+  if (a.c.phases & LL_PHASE_RECV) recvPhase(a, seq);
 }
 
 }  // namespace

@@ -26,15 +26,19 @@ __device__ __forceinline__ uint64_t* llSignalWord(char* buffer, const llCommonKe
 }
 
 // Waits until the word's upper 32 bits equal tag (the call's sequence number); returns the value,
-// or reports llTimeout and returns 0 when the deadline passes. Returns at once after an earlier error,
-// so one lost peer costs one timeout, not one per wait.
-__device__ __forceinline__ uint64_t llWaitTagged(const llCommonKernelArgs& a, const uint64_t* word, uint32_t tag,
-                                                 uint64_t deadline) {
+// or reports llTimeout and returns 0 after timeoutNs of waiting. Returns at once after an earlier
+// error, so one lost peer costs one timeout, not one per wait. The clock is read only once a wait
+// has actually begun: %globaltimer reads are slow, and 135k threads reading it at kernel entry cost
+// microseconds.
+__device__ __forceinline__ uint64_t llWaitTagged(const llCommonKernelArgs& a, const uint64_t* word, uint32_t tag) {
+  uint64_t deadline = 0;
   while (true) {
     uint64_t v = llLoadAcquire(word, a.sysScope);
     if ((uint32_t)(v >> 32) == tag) return v;
     if (llErrorSeen(a)) return 0;
-    if (llGlobalTimerNs() > deadline) {
+    uint64_t now = llGlobalTimerNs();
+    if (deadline == 0) deadline = now + a.timeoutNs;
+    if (now > deadline) {
       llReportError(a, llTimeout);
       return 0;
     }
@@ -42,11 +46,13 @@ __device__ __forceinline__ uint64_t llWaitTagged(const llCommonKernelArgs& a, co
 }
 
 // Waits until a credit word reaches at least seq (the peer consumed that call on this half).
-__device__ __forceinline__ void llWaitCredit(const llCommonKernelArgs& a, const uint64_t* word, uint64_t seq,
-                                             uint64_t deadline) {
+__device__ __forceinline__ void llWaitCredit(const llCommonKernelArgs& a, const uint64_t* word, uint64_t seq) {
+  uint64_t deadline = 0;
   while (llLoadAcquire(word, a.sysScope) < seq) {
     if (llErrorSeen(a)) return;
-    if (llGlobalTimerNs() > deadline) {
+    uint64_t now = llGlobalTimerNs();
+    if (deadline == 0) deadline = now + a.timeoutNs;
+    if (now > deadline) {
       llReportError(a, llTimeout);
       return;
     }
@@ -87,11 +93,11 @@ __device__ __forceinline__ void llCallSequence(const llCommonKernelArgs& a, uint
 }
 
 // Before the first write into a peer's half: the peer has consumed what was last sent there.
-__device__ __forceinline__ void llAwaitCredits(const llCommonKernelArgs& a, uint64_t prevOnHalf, uint64_t deadline) {
-  if (prevOnHalf == 0) return;
+__device__ __forceinline__ void llAwaitCredits(const llCommonKernelArgs& a, uint64_t prevOnHalf) {
   if (a.nranks == 1) return;  // nothing but this rank writes into its own halves
+  if (prevOnHalf == 0) return;
   for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x)
-    if (peer != a.rank) llWaitCredit(a, llSignalWord(a.ownBuffer, a, a.creditWord + peer), prevOnHalf, deadline);
+    if (peer != a.rank) llWaitCredit(a, llSignalWord(a.ownBuffer, a, a.creditWord + peer), prevOnHalf);
   __syncthreads();
 }
 

@@ -178,7 +178,7 @@ __device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total,
 }
 
 __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int* hist, int* total, uint64_t seq,
-                          uint64_t prevOnHalf, uint64_t deadline) {
+                          uint64_t prevOnHalf) {
   const llCommonKernelArgs& c = a.c;
   int T = c.numTokens, K = c.topk, E = c.numExperts;
   int perBlock = max(1, (T + (int)gridDim.x - 1) / (int)gridDim.x);
@@ -187,7 +187,7 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int chunkChannels = (a.flags & LL_FP8) ? kChunkChannelsFp8 : kChunkChannelsBf16;
   int chunks = (c.hidden + chunkChannels - 1) / chunkChannels;
 
-  llAwaitCredits(c, prevOnHalf, deadline);
+  llAwaitCredits(c, prevOnHalf);
   countPairs(a, hist, total, begin);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
@@ -248,13 +248,14 @@ __device__ void unpackChunk(const llDispatchKernelArgs& a, const char* msg, int 
   }
 }
 
-__device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, uint64_t seq, uint64_t deadline) {
+__device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, uint64_t seq) {
   const llCommonKernelArgs& c = a.c;
   int R = c.nranks, El = c.localExperts;
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __shared__ int beginRow, rowCount;
   uint32_t tag = (uint32_t)seq;
-  uint64_t waitStart = llGlobalTimerNs();
+  // Only the threads that may wait read the clock: it is slow to read.
+  uint64_t waitStart = a.waitTimeStats && threadIdx.x < c.nranks ? llGlobalTimerNs() : 0;
   for (int item = blockIdx.x; item < El * R; item += gridDim.x) {
     int le = item / R, src = item % R;
     int position = (src - c.rank + R) % R;  // in this rank's row order: itself first
@@ -267,7 +268,7 @@ __device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, uint6
         count = min(total[c.rank * El + le], c.maxTokens);
       } else {
         const uint64_t* word = llSignalWord(c.ownBuffer, c, c.dispatchSignalWord + le * R + s);
-        count = (int)(uint32_t)llWaitTagged(c, word, tag, deadline);
+        count = (int)(uint32_t)llWaitTagged(c, word, tag);
       }
       if (i < position) atomicAdd(&beginRow, count);
       else rowCount = count;
@@ -302,10 +303,9 @@ __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatch
   int* total = counts + a.c.numExperts;
   uint64_t seq, prevOnHalf;
   llCallSequence(a.c, &seq, &prevOnHalf);
-  uint64_t deadline = llGlobalTimerNs() + a.c.timeoutNs;
-  if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, total, seq, prevOnHalf, deadline);
+  if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, total, seq, prevOnHalf);
   else countPairs(a, hist, total, 0);  // a hook's receive phase: the own counts again
-  if (a.c.phases & LL_PHASE_RECV) recvPhase(a, total, seq, deadline);
+  if (a.c.phases & LL_PHASE_RECV) recvPhase(a, total, seq);
 }
 
 }  // namespace
