@@ -66,12 +66,14 @@ __device__ void reduceChunks(const llCombineKernelArgs& a, int token, int firstC
   float weight = 0.f;
   const char* from = nullptr;  // lane k: start of pair k's row
   if (lane < K) {
+    // The three loads are independent: pairRows is -1 for every pair whose expert is not this rank's.
     int64_t e = a.topkIdx[(size_t)token * K + lane];
+    float w = a.topkWeights[(size_t)token * K + lane];
+    int row = a.pairRows[(size_t)token * K + lane];
     if (e >= 0 && e < E) {
-      weight = a.topkWeights[(size_t)token * K + lane];
+      weight = w;
       expert = (int)e;
       if (e / c.localExperts == c.rank) {
-        int row = a.pairRows[(size_t)token * K + lane];
         if (row >= 0) from = reinterpret_cast<const char*>(a.x) + (size_t)row * a.rowBytes;
         else expert = -1;  // dropped at dispatch (reported there)
       } else {

@@ -187,6 +187,9 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int chunkChannels = (a.flags & LL_FP8) ? kChunkChannelsFp8 : kChunkChannelsBf16;
   int chunks = (c.hidden + chunkChannels - 1) / chunkChannels;
 
+  // The block's tokens start their way from DRAM while the pairs are counted and slotted.
+  for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)(end - begin) * c.hidden * 2; off += blockDim.x * 128)
+    llPrefetchL2(reinterpret_cast<const char*>(a.x + (size_t)begin * c.hidden) + off);
   llAwaitCredits(c, prevOnHalf);
   countPairs(a, hist, total, begin);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,

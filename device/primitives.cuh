@@ -31,3 +31,8 @@ __device__ __forceinline__ uint64_t llGlobalTimerNs() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
+
+// Asks L2 to fetch a line now, so a later load of it does not pay the DRAM round trip in series.
+__device__ __forceinline__ void llPrefetchL2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
