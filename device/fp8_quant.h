@@ -20,13 +20,7 @@
 
 #include <cuda_fp8.h>
 
-#ifndef LL_HD
-#ifdef __CUDACC__
-#define LL_HD __host__ __device__
-#else
-#define LL_HD
-#endif
-#endif
+#include "device/hd.h"
 
 constexpr float kLlFp8Max = 448.0f;     // largest finite e4m3 value
 constexpr int kLlQuantGroup = 128;      // channels sharing one scale

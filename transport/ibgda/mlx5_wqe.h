@@ -49,13 +49,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifndef LL_HD
-#ifdef __CUDACC__
-#define LL_HD __host__ __device__
-#else
-#define LL_HD
-#endif
-#endif
+#include "device/hd.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the encoders assume a little-endian host and GPU");
 
