@@ -25,49 +25,17 @@
 #include <vector>
 
 #include "harness.h"
+#include "nic_test_util.h"
 #include "transport/ibgda/model/cuda_memory.h"
 #include "transport/ibgda/model/nic_model.h"
 #include "transport/ibgda/model/socket_wire.h"
 
 using namespace llnic;
+using namespace llnictest;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// ---- PRM facts, restated for the test --------------------------------------------------------------
-
-constexpr uint8_t kOpWrite = 0x08, kOpFetchAdd = 0x12, kOpMaskedFa = 0x15;  // MLX5_OPCODE_*
-constexpr uint8_t kCqUpdate = 0x08;                                         // MLX5_WQE_CTRL_CQ_UPDATE
-constexpr uint8_t kExt4 = 0x08, kExt8 = 0x09;  // masked fetch-add opmod: 0x08 | (log2(bytes) - 2)
-constexpr size_t kCqeSyndrome = 55, kCqeCounter = 60, kCqeOpOwn = 63;  // mlx5_cqe64 / mlx5_err_cqe
-constexpr uint8_t kCqeReq = 0x0, kCqeReqErr = 0xd, kCqeInvalid = 0xf;
-constexpr uint8_t kRemoteInvalReq = 0x12, kRemoteAccess = 0x13, kRetryExceeded = 0x15;
-
-void putBe32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-void putBe64(uint8_t* p, uint64_t v) {
-  putBe32(p, (uint32_t)(v >> 32));
-  putBe32(p + 4, (uint32_t)v);
-}
-uint16_t getBe16(const uint8_t* p) { return (uint16_t)(p[0] << 8 | p[1]); }
-
-// Zeroed, 64-byte aligned host memory.
-class Block {
- public:
-  explicit Block(size_t bytes)
-      : size_((bytes + 63) / 64 * 64), p_(static_cast<uint8_t*>(std::aligned_alloc(64, size_)), &std::free) {
-    std::memset(p_.get(), 0, size_);
-  }
-  uint8_t* p() const { return p_.get(); }
-  uint64_t addr() const { return (uint64_t)(uintptr_t)p_.get(); }
-  size_t size() const { return size_; }
-
- private:
-  size_t size_;
-  std::unique_ptr<uint8_t, decltype(&std::free)> p_;
-};
 
 bool allBytes(const uint8_t* p, size_t n, uint8_t v) {
   return std::all_of(p, p + n, [v](uint8_t x) { return x == v; });
