@@ -66,8 +66,9 @@ __device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, con
 // word's unused bytes are zeroed by the last group).
 __device__ __forceinline__ void storeDirectScale(const llDispatchKernelArgs& a, int rowIndex, int g, int groups,
                                                  float scale) {
-  size_t rowsPerExpert = (size_t)a.c.nranks * a.c.maxTokens;
-  size_t le = rowIndex / rowsPerExpert, row = rowIndex % rowsPerExpert;
+  // 32-bit division: rowIndex < E*N <= 2^30 (config limits), and 64-bit division is ~4x the code.
+  uint32_t rowsPerExpert = (uint32_t)a.c.nranks * (uint32_t)a.c.maxTokens;
+  size_t le = (uint32_t)rowIndex / rowsPerExpert, row = (uint32_t)rowIndex % rowsPerExpert;
   if (!(a.flags & LL_UE8M0)) {
     static_cast<float*>(a.recvScales)[(le * groups + g) * rowsPerExpert + row] = scale;
     return;
@@ -162,6 +163,24 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
   if (e >= 0) atomicAdd(&hist[e], 1);
 }
 
+// With one rank and both phases in this launch, the layout needs nothing but the counts every block
+// already has: it is written next to the payload instead of in a receive phase after it. (A send-only
+// call leaves its outputs untouched until its hook runs, so it keeps the receive phase.)
+__device__ __forceinline__ bool oneRankFused(const llCommonKernelArgs& c) {
+  return c.nranks == 1 && (c.phases & LL_PHASE_SEND) && (c.phases & LL_PHASE_RECV);
+}
+
+// Layout of this rank's own experts from its own counts (one rank: its only source).
+__device__ void writeOwnLayout(const llDispatchKernelArgs& a, const int* total) {
+  const llCommonKernelArgs& c = a.c;
+  for (int le = blockIdx.x * blockDim.x + threadIdx.x; le < c.localExperts; le += gridDim.x * blockDim.x) {
+    int count = min(total[c.rank * c.localExperts + le], c.maxTokens);
+    a.layoutRange[le] = count;  // (begin 0 << 32) | count
+    a.recvCount[le] = count;
+    if (a.cumulativeRecvStats) atomicAdd(&a.cumulativeRecvStats[le], count);
+  }
+}
+
 // One pass over topk_idx: total[e] = this rank's pairs for expert e, hist[e] = those of tokens before
 // `begin` (where this block's slots start). Both in shared memory.
 __device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total, int begin) {
@@ -203,6 +222,7 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
     llPrefetchL2(reinterpret_cast<const char*>(a.x + (size_t)begin * c.hidden) + off);
   llAwaitCredits(c, prevOnHalf);
   countPairs(a, hist, total, begin);
+  if (oneRankFused(c)) writeOwnLayout(a, total);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
   for (int first = begin; first < end; first += kLlWarps) {
@@ -319,7 +339,7 @@ __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatch
   llCallSequence(a.c, &seq, &prevOnHalf);
   if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, total, seq, prevOnHalf);
   else countPairs(a, hist, total, 0);  // a hook's receive phase: the own counts again
-  if (a.c.phases & LL_PHASE_RECV) recvPhase(a, total, seq);
+  if ((a.c.phases & LL_PHASE_RECV) && !oneRankFused(a.c)) recvPhase(a, total, seq);
 }
 
 }  // namespace
