@@ -18,7 +18,8 @@
   X(SocketIfname, "SOCKET_IFNAME", "", "interface whose address the bootstrap listens on")       \
   X(NcclLibrary, "NCCL_LIBRARY", "", "NCCL library to load (default: already loaded, libnccl.so.2)") \
   X(UniqueId, "UNIQUE_ID", "", "rendezvous id as hex, set by llrun for llCommInitFromEnv")        \
-  X(BootstrapSecret, "BOOTSTRAP_SECRET", "", "shared secret for MASTER_ADDR/PORT rendezvous")
+  X(BootstrapSecret, "BOOTSTRAP_SECRET", "", "shared secret for MASTER_ADDR/PORT rendezvous")      \
+  X(IbDevice, "IB_DEVICE", "", "'' = rdma-core (libibverbs.so.1, libmlx5.so.1); model = the software mlx5 device")
 
 #define LL_DECLARE_INT_PARAM(name, env, deflt, doc) int64_t llParam##name();
 #define LL_DECLARE_STR_PARAM(name, env, deflt, doc) const char* llParam##name();

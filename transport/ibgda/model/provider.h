@@ -1,0 +1,63 @@
+// The software mlx5 device behind llep's verbs table (LLEP_IB_DEVICE=model): one device, llep_model0, whose
+// contexts each own a NicModel in this process. Verbs calls land in the model (port, GID, PD, memory
+// registration into the model's protection domain); the DevX calls decode the raw PRM command bytes
+// (CREATE_CQ, CREATE_QP, RST2INIT/INIT2RTR/RTR2RTS, QUERY_HCA_CAP) with their own field table and bit reader,
+// independent of transport/ibgda/prm_cmd.h, so an encoder mistake cannot hide behind a decoder that shares
+// it.
+//
+// Addressing: a context's LID is 1 + 16 * rank + (its open order in the process modulo 16), rank from RANK
+// (as llrun sets it) or 0; INIT2RTR's rlid picks the peer context (force-loopback: itself). Peers are the
+// contexts of this process, joined by one LoopbackWire.
+//
+// Doorbells: a UAR is a host page; a watcher thread per context sees its BlueFlame register (reg_addr, 8
+// bytes) change and then executes, for every QP of that UAR page, the WQEs its doorbell record announces.
+// Rings, doorbell records and registered memory are host memory.
+#pragma once
+
+#include <cstdint>
+
+#include "transport/ibgda/model/nic_model.h"
+#include "transport/ibgda/verbs.h"
+
+// The model's verbs table (what llVerbsLoad returns for LLEP_IB_DEVICE=model).
+const llVerbs* llModelVerbs();
+
+namespace llnic {
+
+// What the model decoded from a CREATE_CQ, for tests and diagnostics.
+struct ModelCqView {
+  uint64_t ringAddr = 0;  // cq umem address + cq_umem_offset
+  uint32_t logSize = 0;
+  uint64_t dbrecAddr = 0;  // dbr umem address + dbr_addr
+  uint32_t uarPage = 0;
+  bool overrunIgnore = false;
+};
+
+// What the model decoded from a CREATE_QP and the transitions since.
+struct ModelQpView {
+  uint64_t sqAddr = 0;  // wq umem address + wq_umem_offset (zero-size RQ: the SQ starts the buffer)
+  uint32_t logSqBbs = 0;
+  uint64_t dbrecAddr = 0;
+  uint32_t cqnSnd = 0;
+  uint32_t pd = 0;
+  uint32_t uarPage = 0;
+  // RST2INIT
+  uint32_t port = 0;
+  bool remoteRead = false, remoteWrite = false, remoteAtomic = false;
+  uint32_t atomicMode = 0;
+  // INIT2RTR
+  uint32_t mtu = 0;
+  uint32_t remoteQpn = 0;
+  uint32_t rlid = 0;  // the peer's LID (this context's own LID under force-loopback)
+  // RTR2RTS
+  uint32_t nextSendPsn = 0;
+};
+
+// The model behind a context opened from the model's table; nullptr for any other context.
+NicModel* modelNic(ibv_context* context);
+uint16_t modelLid(ibv_context* context);
+// False when the context has no such object.
+bool modelCqView(ibv_context* context, uint32_t cqn, ModelCqView* view);
+bool modelQpView(ibv_context* context, uint32_t qpn, ModelQpView* view);
+
+}  // namespace llnic
