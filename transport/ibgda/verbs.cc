@@ -7,8 +7,6 @@
 // MLX5_1.7. dlsym is the fallback for a library built without versions.
 #include "transport/ibgda/verbs.h"
 
-#include "param.h"
-
 #include <dlfcn.h>
 
 #include <cerrno>
