@@ -19,7 +19,9 @@
   X(NcclLibrary, "NCCL_LIBRARY", "", "NCCL library to load (default: already loaded, libnccl.so.2)") \
   X(UniqueId, "UNIQUE_ID", "", "rendezvous id as hex, set by llrun for llCommInitFromEnv")        \
   X(BootstrapSecret, "BOOTSTRAP_SECRET", "", "shared secret for MASTER_ADDR/PORT rendezvous")      \
-  X(IbDevice, "IB_DEVICE", "", "'' = rdma-core (libibverbs.so.1, libmlx5.so.1); model = the software mlx5 device")
+  X(IbDevice, "IB_DEVICE", "", "'' = rdma-core (libibverbs.so.1, libmlx5.so.1); model = the software mlx5 device") \
+  X(IbHca, "IB_HCA", "", "RDMA device to use (default: the first one)")                            \
+  X(ModelJob, "MODEL_JOB", "", "software device: job directory (or name) its ranks meet in over sockets")
 
 #define LL_DECLARE_INT_PARAM(name, env, deflt, doc) int64_t llParam##name();
 #define LL_DECLARE_STR_PARAM(name, env, deflt, doc) const char* llParam##name();

@@ -8,14 +8,19 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include "param.h"
+#include "transport/ibgda/model/socket_wire.h"
 
 namespace llnic {
 namespace {
@@ -131,10 +136,73 @@ HostMemory& hostMemory() {
   return memory;
 }
 
-// Contexts of this process reach each other by LID.
-LoopbackWire& processWire() {
-  static LoopbackWire wire;
+uint32_t envRank() {
+  const char* rank = getenv("RANK");
+  return rank ? (uint32_t)strtoul(rank, nullptr, 10) : 0;
+}
+
+// Which rank owns a LID (see nextLid).
+uint32_t lidRank(PeerId lid) { return lid > 0 ? (uint32_t)(lid - 1) / kMaxContextsPerRank : ~0u; }
+
+// The wire every context of this process sends through. A LID attached here (a context of this process)
+// is a direct call into its model; any other LID goes, when a SocketWire is attached (LLEP_MODEL_JOB),
+// to the process of the rank that owns it, whose socket-wired context answers. Nothing answers a LID of
+// this rank that no open context holds.
+class ProcessWire final : public Wire {
+ public:
+  void attach(PeerId lid, Responder* responder) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (responder) local_[lid] = responder;
+    else local_.erase(lid);
+  }
+  void setSocket(std::shared_ptr<SocketWire> socket) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    socket_ = std::move(socket);
+  }
+  bool hasSocket() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return socket_ != nullptr;
+  }
+
+  WireStatus write(PeerId lid, const WriteMsg& msg) override {
+    Responder* r = nullptr;
+    std::shared_ptr<SocketWire> s = route(lid, &r);
+    if (r) return r->onWrite(msg);
+    return s ? s->write((PeerId)lidRank(lid), msg) : WireStatus::kNoResponder;
+  }
+  AtomicReply atomic(PeerId lid, const AtomicMsg& msg) override {
+    Responder* r = nullptr;
+    std::shared_ptr<SocketWire> s = route(lid, &r);
+    if (r) return r->onAtomic(msg);
+    return s ? s->atomic((PeerId)lidRank(lid), msg) : AtomicReply{WireStatus::kNoResponder, 0};
+  }
+
+ private:
+  std::shared_ptr<SocketWire> route(PeerId lid, Responder** local) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = local_.find(lid);
+    if (it != local_.end()) {
+      *local = it->second;
+      return nullptr;
+    }
+    return lidRank(lid) != envRank() ? socket_ : nullptr;
+  }
+
+  std::mutex mutex_;
+  std::map<PeerId, Responder*> local_;
+  std::shared_ptr<SocketWire> socket_;
+};
+
+ProcessWire& processWire() {
+  static ProcessWire wire;
   return wire;
+}
+
+// LLEP_MODEL_JOB: a directory (absolute path) or a job name (SocketWire::jobDir); empty when unset.
+std::string modelJobDir() {
+  const char* job = llParamModelJob();
+  if (!*job) return std::string();
+  return job[0] == '/' ? std::string(job) : SocketWire::jobDir(job);
 }
 
 ibv_device* modelDevice() {
@@ -232,6 +300,7 @@ struct Context {
   uint32_t nextPd = 1, nextUmem = 1, nextUar = 1;
   std::atomic<bool> stop{false};
   std::thread watcher;
+  std::shared_ptr<SocketWire> socket;  // this process's link to other ranks (LLEP_MODEL_JOB), if it holds it
 };
 
 Context* contextOf(ibv_context* c) {
@@ -262,14 +331,30 @@ const char* getDeviceName(ibv_device* device) { return device ? device->name : n
 
 uint16_t nextLid() {
   static std::atomic<uint32_t> opened{0};
-  const char* rank = getenv("RANK");
-  uint32_t r = rank ? (uint32_t)strtoul(rank, nullptr, 10) : 0;
-  return (uint16_t)(1 + r * kMaxContextsPerRank + opened++ % kMaxContextsPerRank);
+  return (uint16_t)(1 + envRank() * kMaxContextsPerRank + opened++ % kMaxContextsPerRank);
 }
 
+// With LLEP_MODEL_JOB set, the context opened while no other holds the process's SocketWire takes it: it
+// listens as rank RANK and answers every operation that other ranks send here (one such context per
+// process at a time; later ones reach only this process's contexts).
 ibv_context* openDevice(ibv_device* device) {
   if (device != modelDevice()) return failWith<ibv_context>(ENODEV);
   auto* ctx = new Context(nextLid());
+  const std::string dir = modelJobDir();
+  if (!dir.empty() && !processWire().hasSocket()) {
+    SocketWireOptions options;
+    options.dir = dir;
+    options.self = (PeerId)envRank();
+    auto socket = std::make_shared<SocketWire>(options);
+    if (!socket->start(ctx->nic)) {
+      std::fprintf(stderr, "llep model: rank %u cannot listen in %s: %s\n", envRank(), dir.c_str(),
+                   socket->error().c_str());
+      delete ctx;
+      return failWith<ibv_context>(EIO);
+    }
+    ctx->socket = socket;
+    processWire().setSocket(std::move(socket));
+  }
   processWire().attach(ctx->lid, &ctx->nic);
   ctx->watcher = std::thread([ctx] { ctx->watch(); });
   return &ctx->shell.ibv;
@@ -285,6 +370,11 @@ int closeDevice(ibv_context* c) {
   ctx->stop.store(true, std::memory_order_release);
   ctx->watcher.join();
   processWire().attach(ctx->lid, nullptr);
+  if (ctx->socket) {
+    processWire().setSocket(nullptr);
+    ctx->socket->stop();  // before the model it answers with goes
+    ctx->socket.reset();
+  }
   delete ctx;
   return 0;
 }

@@ -6,8 +6,11 @@
 // it.
 //
 // Addressing: a context's LID is 1 + 16 * rank + (its open order in the process modulo 16), rank from RANK
-// (as llrun sets it) or 0; INIT2RTR's rlid picks the peer context (force-loopback: itself). Peers are the
-// contexts of this process, joined by one LoopbackWire.
+// (as llrun sets it) or 0; INIT2RTR's rlid picks the peer context (force-loopback: itself). Contexts of this
+// process reach each other directly. With LLEP_MODEL_JOB set (a directory, or a job name for
+// SocketWire::jobDir), the first context a process opens (while none holds it) also listens on a SocketWire
+// as rank RANK: a LID of another rank (rank = (LID - 1) / 16) is reached through that rank's socket-wired
+// context; closing the context stops the wire and removes its socket file.
 //
 // Doorbells: a UAR is a host page; a watcher thread per context sees its BlueFlame register (reg_addr, 8
 // bytes) change and then executes, for every QP of that UAR page, the WQEs its doorbell record announces.

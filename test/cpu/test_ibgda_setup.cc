@@ -1,0 +1,366 @@
+// ibgda host setup (transport/ibgda/setup.h) between processes: each rank is a forked child with a TCP
+// bootstrap and the software mlx5 device (LLEP_IB_DEVICE=model), whose contexts reach each other over a
+// SocketWire in a per-case job directory (LLEP_MODEL_JOB). After llIbgdaConnect every QP must be in RTS with
+// the peer's QPN and LID, and RDMA writes and fetch-adds posted with ibgda_qp.h to every rank (self included)
+// must land exactly; a bad rkey must surface as llRemoteError naming the peer; disconnect must leave no
+// descriptor and no socket file.
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bootstrap/bootstrap.h"
+#include "bootstrap/socket.h"
+#include "bootstrap/unique_id.h"
+#include "test/harness.h"
+#include "transport/ibgda/model/provider.h"
+#include "transport/ibgda/prm_cmd.h"
+#include "transport/ibgda/setup.h"
+
+namespace {
+
+constexpr int kTimeoutMs = 10000;
+constexpr int kChildLimitMs = 20000;
+
+int openFds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) lltest::fail(__FILE__, __LINE__, "cannot open /proc/self/fd");
+  int n = 0;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n - 1;  // the directory's own descriptor
+}
+
+// Entries of a directory other than . and ..
+int entries(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d))
+    if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) n++;
+  closedir(d);
+  return n;
+}
+
+int exitCode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+}
+
+// Runs fn(rank) in `count` children; the worst exit status (124: a child hung and was killed).
+int runChildren(int count, const std::function<void(int)>& fn) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < count; i++) {
+    pid_t pid = fork();
+    if (pid < 0) {
+      for (pid_t p : pids) kill(p, SIGKILL);
+      lltest::fail(__FILE__, __LINE__, "fork failed");
+    }
+    if (pid == 0) {
+      int rc = 0;
+      try {
+        fn(i);
+      } catch (const lltest::Failure& f) {
+        std::printf("  rank %d: %s\n", i, f.what.c_str());
+        rc = 1;
+      }
+      std::fflush(stdout);
+      _exit(rc);
+    }
+    pids.push_back(pid);
+  }
+  int worst = 0;
+  const int64_t limit = llNowMs() + kChildLimitMs;
+  while (!pids.empty()) {
+    for (size_t i = pids.size(); i-- > 0;) {
+      int status;
+      if (waitpid(pids[i], &status, WNOHANG) != pids[i]) continue;
+      worst = std::max(worst, exitCode(status));
+      pids.erase(pids.begin() + i);
+    }
+    if (pids.empty()) break;
+    if (llNowMs() >= limit) {
+      for (pid_t pid : pids) {
+        std::printf("  child %d hung: killed\n", (int)pid);
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+      return 124;
+    }
+    usleep(2000);
+  }
+  return worst;
+}
+
+// A job: a fresh directory for the ranks' sockets and a unique id made before the fork.
+struct Job {
+  Job() {
+    char tmpl[] = "/tmp/llep-setup-XXXXXX";
+    EXPECT(mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    EXPECT_OK(llGetUniqueId(&id));
+  }
+  ~Job() { rmdir(dir.c_str()); }
+  std::string dir;
+  llUniqueId id;
+};
+
+// What every rank does first: the model device, this job's wire, its rank, a bootstrap and the verbs table.
+struct RankEnv {
+  RankEnv(const Job& job, int rank, int nranks) {
+    setenv("LLEP_IB_DEVICE", "model", 1);
+    setenv("LLEP_MODEL_JOB", job.dir.c_str(), 1);
+    setenv("RANK", std::to_string(rank).c_str(), 1);
+    unsetenv("LLEP_IB_HCA");
+    EXPECT_OK(llBootstrapTcpCreate(job.id, rank, nranks, kTimeoutMs, &bs));
+    EXPECT_OK(llVerbsLoad(&v));
+  }
+  ~RankEnv() { delete bs; }
+  llBootstrap* bs = nullptr;
+  const llVerbs* v = nullptr;
+};
+
+// The registered buffer of one rank:
+//   [0, R * kChunk)       inbound writes, slot s from rank s
+//   src                   outbound data, kChunk per destination
+//   counters              8 bytes: the shared counter; then 8 per source rank
+//   results               fetch-add results, 2 per destination
+constexpr size_t kChunk = 1000;  // not a multiple of anything in particular
+constexpr size_t kBufBytes = 64 * 1024;
+
+struct Buffer {
+  explicit Buffer(int R) : R(R), p(static_cast<uint8_t*>(std::aligned_alloc(4096, kBufBytes)), &std::free) {
+    std::memset(p.get(), 0, kBufBytes);
+  }
+  uint64_t addr(size_t off) const { return (uint64_t)(uintptr_t)p.get() + off; }
+  size_t slot(int s) const { return (size_t)s * kChunk; }
+  size_t src(int d) const { return (size_t)R * kChunk + (size_t)d * kChunk; }
+  size_t counter(int i) const { return (size_t)2 * R * kChunk + 8 * (size_t)i; }  // i = 0 shared, 1 + s
+  size_t result(int d, int k) const { return counter(1 + R) + 16 * (size_t)d + 8 * (size_t)k; }
+  uint64_t u64(size_t off) const {
+    uint64_t v;
+    std::memcpy(&v, p.get() + off, 8);
+    return v;
+  }
+  int R;
+  std::unique_ptr<uint8_t, decltype(&std::free)> p;
+};
+
+uint8_t pattern(int from, int to, int round, size_t i) {
+  return (uint8_t)(i * 13 + (i >> 8) + from * 31 + to * 5 + round * 3 + 1);
+}
+
+// Every QP of this rank is in RTS, connected to the QP the peer created for us, at the peer's LID, with
+// remote write and atomic rights.
+void expectRts(const llIbgdaEndpoints& ep) {
+  EXPECT_EQ((int)ep.qp.size(), ep.nranks);
+  llnic::NicModel* nic = llnic::modelNic(ep.context);
+  EXPECT(nic != nullptr);
+  for (int p = 0; p < ep.nranks; p++) {
+    llnic::Qp* q = nic->qp(ep.qp[p].qpn);
+    EXPECT_MSG(q && q->state() == llnic::QpState::kRts, "QP to peer %d not in RTS", p);
+    llnic::ModelQpView view;
+    EXPECT(llnic::modelQpView(ep.context, ep.qp[p].qpn, &view));
+    EXPECT_EQ(view.remoteQpn, ep.peers[p].qpn);
+    EXPECT_EQ(view.rlid, (uint32_t)ep.peers[p].lid);
+    EXPECT_EQ(view.rlid, (uint32_t)(1 + 16 * p));  // the first context of rank p
+    EXPECT(view.remoteWrite && view.remoteRead && view.remoteAtomic);
+    EXPECT_EQ(view.atomicMode, kLlPrmQpcAtomicModeUpTo8B);
+    EXPECT_EQ(view.sqAddr, (uint64_t)(uintptr_t)ep.qp[p].sq);
+    EXPECT_EQ(view.logSqBbs, ep.qp[p].logSqBbs);
+    EXPECT_EQ(view.cqnSnd, ep.cqn[p]);
+    EXPECT_EQ(view.port, 1u);
+    llnic::ModelCqView cq;
+    EXPECT(llnic::modelCqView(ep.context, ep.cqn[p], &cq));
+    EXPECT_EQ(cq.ringAddr, (uint64_t)(uintptr_t)ep.qp[p].cq);
+    EXPECT_EQ(cq.dbrecAddr, (uint64_t)(uintptr_t)ep.qp[p].cqDbrec);
+  }
+}
+
+// `rounds` times: to every rank, an RDMA write of kChunk bytes into our slot there, a fetch-add of
+// rank + 1 to its shared counter and one of 7 * (rank + 1) + round to our counter there; quiet each.
+void traffic(llIbgdaEndpoints& ep, Buffer& buf, int rounds) {
+  const int me = ep.rank, R = ep.nranks;
+  const uint32_t lkey = ep.mr->lkey;
+  for (int round = 0; round < rounds; round++) {
+    for (int d = 0; d < R; d++)
+      for (size_t i = 0; i < kChunk; i++) buf.p.get()[buf.src(d) + i] = pattern(me, d, round, i);
+    for (int d = 0; d < R; d++) {
+      const llIbgdaPeer& peer = ep.peers[d];
+      llIbgdaPostWrite(&ep.qp[d], {buf.addr(buf.src(d)), lkey}, kChunk, {peer.base + buf.slot(me), peer.rkey});
+      llIbgdaPostFetchAdd64(&ep.qp[d], (uint64_t)(me + 1), {buf.addr(buf.result(d, 0)), lkey},
+                            {peer.base + buf.counter(0), peer.rkey});
+      llIbgdaPostFetchAdd64(&ep.qp[d], (uint64_t)(7 * (me + 1) + round), {buf.addr(buf.result(d, 1)), lkey},
+                            {peer.base + buf.counter(1 + me), peer.rkey});
+    }
+    for (int d = 0; d < R; d++) EXPECT_OK(llIbgdaQuietPeer(&ep, d));
+    // Our own counter at d went from the sum of the earlier rounds' adds.
+    uint64_t before = 0;
+    for (int k = 0; k < round; k++) before += 7 * (me + 1) + k;
+    for (int d = 0; d < R; d++) EXPECT_EQ(buf.u64(buf.result(d, 1)), before);
+  }
+}
+
+void expectArrived(const llIbgdaEndpoints& ep, const Buffer& buf, int rounds) {
+  const int me = ep.rank, R = ep.nranks;
+  for (int s = 0; s < R; s++)
+    for (size_t i = 0; i < kChunk; i++)
+      EXPECT_MSG(buf.p.get()[buf.slot(s) + i] == pattern(s, me, rounds - 1, i), "byte %zu from rank %d", i, s);
+  EXPECT_EQ(buf.u64(buf.counter(0)), (uint64_t)rounds * R * (R + 1) / 2);
+  for (int s = 0; s < R; s++) {
+    uint64_t want = 0;
+    for (int k = 0; k < rounds; k++) want += 7 * (s + 1) + k;
+    EXPECT_EQ(buf.u64(buf.counter(1 + s)), want);
+  }
+}
+
+std::string socketPath(const std::string& dir, int rank) { return dir + "/rank" + std::to_string(rank) + ".sock"; }
+
+// The whole cycle for one rank: connect, RTS, traffic, check, disconnect, nothing left behind.
+void connectAndTalk(const Job& job, int rank, int nranks, int rounds) {
+  RankEnv env(job, rank, nranks);
+  const int fds = openFds();
+  Buffer buf(nranks);
+  llIbgdaEndpoints ep;
+  EXPECT_OK(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, nullptr, &ep));
+  EXPECT_EQ(ep.rank, rank);
+  EXPECT(access(socketPath(job.dir, rank).c_str(), F_OK) == 0);
+  expectRts(ep);
+  EXPECT_OK(env.bs->barrier());
+  traffic(ep, buf, rounds);
+  EXPECT_OK(env.bs->barrier());  // everyone's operations have landed everywhere
+  expectArrived(ep, buf, rounds);
+  EXPECT_OK(llIbgdaDisconnect(&ep));
+  EXPECT(ep.context == nullptr && ep.qp.empty());
+  EXPECT_OK(llIbgdaDisconnect(&ep));  // idempotent
+  EXPECT_EQ(openFds(), fds);
+  EXPECT(access(socketPath(job.dir, rank).c_str(), F_OK) != 0);
+}
+
+void runJob(int nranks, int rounds) {
+  Job job;
+  EXPECT_EQ(runChildren(nranks, [&](int r) { connectAndTalk(job, r, nranks, rounds); }), 0);
+  EXPECT_EQ(entries(job.dir), 0);
+}
+
+}  // namespace
+
+// Two ranks: QPs to self and peer reach RTS; writes and fetch-adds land exactly (the 96 WQEs per QP wrap the
+// 64-WQEBB ring).
+LL_TEST(two_ranks_connect_write_fetch_add) { runJob(2, 32); }
+
+// Four ranks, every pair in both directions.
+LL_TEST(four_ranks_connect_write_fetch_add) { runJob(4, 8); }
+
+// An RDMA write with a bad rkey fails on that QP only: llRemoteError naming the peer and the syndrome, sticky;
+// the target's bytes stay untouched, and the other QPs go on working.
+LL_TEST(bad_rkey_is_remote_error_naming_peer) {
+  Job job;
+  auto rank = [&](int r) {
+    RankEnv env(job, r, 2);
+    const int fds = openFds();
+    Buffer buf(2);
+    llIbgdaEndpoints ep;
+    EXPECT_OK(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, nullptr, &ep));
+    std::memset(buf.p.get() + buf.src(0), 0xab, 2 * kChunk);
+    // First rank 1 -> rank 0 over the pair that will break (a QP in error answers nothing, in either
+    // direction), then the bad write.
+    if (r == 1) {
+      llIbgdaPostWrite(&ep.qp[0], {buf.addr(buf.src(0)), ep.mr->lkey}, kChunk,
+                       {ep.peers[0].base + buf.slot(1), ep.peers[0].rkey});
+      EXPECT_OK(llIbgdaQuietPeer(&ep, 0));
+    }
+    EXPECT_OK(env.bs->barrier());
+    if (r == 0) {
+      const llIbgdaPeer& peer = ep.peers[1];
+      llIbgdaPostWrite(&ep.qp[1], {buf.addr(buf.src(1)), ep.mr->lkey}, kChunk,
+                       {peer.base + buf.slot(0), peer.rkey ^ 0x5a00});
+      EXPECT_EQ(llIbgdaQuietPeer(&ep, 1), llRemoteError);
+      const std::string msg = llGetLastError(nullptr);
+      EXPECT_MSG(msg.find("peer 1") != std::string::npos, "%s", msg.c_str());
+      EXPECT_MSG(msg.find("syndrome 0x13 (remote access error)") != std::string::npos, "%s", msg.c_str());
+      EXPECT_EQ(ep.qp[1].errSyndrome, (uint32_t)kLlMlx5SyndRemoteAccessErr);
+      // Sticky: a later quiet on that QP reports it again; the QP to ourselves is unaffected.
+      EXPECT_EQ(llIbgdaQuietPeer(&ep, 1), llRemoteError);
+      llIbgdaPostWrite(&ep.qp[0], {buf.addr(buf.src(0)), ep.mr->lkey}, kChunk, {ep.peers[0].base, ep.peers[0].rkey});
+      EXPECT_OK(llIbgdaQuietPeer(&ep, 0));
+    }
+    EXPECT_OK(env.bs->barrier());
+    for (size_t i = 0; i < kChunk; i++) {
+      // Slot 0: rank 0 wrote its own; rank 1's was the bad-rkey target and stays untouched.
+      EXPECT_EQ((int)buf.p.get()[buf.slot(0) + i], r == 0 ? 0xab : 0);
+      if (r == 0) EXPECT_EQ((int)buf.p.get()[buf.slot(1) + i], 0xab);
+    }
+    EXPECT_OK(llIbgdaDisconnect(&ep));
+    EXPECT_EQ(openFds(), fds);
+  };
+  EXPECT_EQ(runChildren(2, rank), 0);
+  EXPECT_EQ(entries(job.dir), 0);
+}
+
+// Disconnect then connect again in the same processes: new QPs, same LIDs' ranks, traffic still exact, and
+// nothing left after either disconnect.
+LL_TEST(reconnect_after_disconnect) {
+  Job job;
+  auto rank = [&](int r) {
+    RankEnv env(job, r, 2);
+    const int fds = openFds();
+    for (int cycle = 0; cycle < 2; cycle++) {
+      Buffer buf(2);
+      llIbgdaEndpoints ep;
+      EXPECT_OK(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, nullptr, &ep));
+      EXPECT_OK(env.bs->barrier());
+      traffic(ep, buf, 3);
+      EXPECT_OK(env.bs->barrier());
+      expectArrived(ep, buf, 3);
+      EXPECT_OK(llIbgdaDisconnect(&ep));
+      EXPECT_EQ(openFds(), fds);
+      EXPECT(access(socketPath(job.dir, r).c_str(), F_OK) != 0);
+      EXPECT_OK(env.bs->barrier());  // nobody connects to a rank that is still tearing down
+    }
+  };
+  EXPECT_EQ(runChildren(2, rank), 0);
+  EXPECT_EQ(entries(job.dir), 0);
+}
+
+// A device name that does not exist fails before anything is created: llSystemError naming what was found,
+// and no descriptor or socket file left. One rank (its own bootstrap).
+LL_TEST(unknown_hca_fails_cleanly) {
+  Job job;
+  auto rank = [&](int r) {
+    RankEnv env(job, r, 1);
+    const int fds = openFds();
+    Buffer buf(1);
+    llIbgdaEndpoints ep;
+    llIbgdaSetupOptions o;
+    o.hca = "mlx5_nope";
+    EXPECT_EQ(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, &o, &ep), llSystemError);
+    const std::string msg = llGetLastError(nullptr);
+    EXPECT_MSG(msg.find("mlx5_nope") != std::string::npos && msg.find("llep_model0") != std::string::npos, "%s",
+               msg.c_str());
+    EXPECT(ep.context == nullptr);
+    EXPECT_OK(llIbgdaDisconnect(&ep));
+    EXPECT_EQ(openFds(), fds);
+    // A single rank: its only QP is the loopback one.
+    EXPECT_OK(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, nullptr, &ep));
+    expectRts(ep);
+    traffic(ep, buf, 2);
+    expectArrived(ep, buf, 2);
+    EXPECT_OK(llIbgdaDisconnect(&ep));
+    EXPECT_EQ(openFds(), fds);
+  };
+  EXPECT_EQ(runChildren(1, rank), 0);
+  EXPECT_EQ(entries(job.dir), 0);
+}
+
+LL_TEST_MAIN()
