@@ -20,16 +20,6 @@
     }                                                                               \
   } while (0)
 
-// Same, but store the result in `res` and jump to `label` (cleanup in reverse order).
-#define LLCHECKGOTO(call, res, label)                                               \
-  do {                                                                              \
-    (res) = (call);                                                                 \
-    if ((res) != llSuccess) {                                                       \
-      LL_INFO(LL_ALL, "%s:%d -> %d", __FILE__, __LINE__, (int)(res));               \
-      goto label;                                                                   \
-    }                                                                               \
-  } while (0)
-
 // Argument checks: a false condition is the caller's fault, reported with a message naming it.
 #define LL_REQUIRE(cond, code, ...)                                                 \
   do {                                                                              \
@@ -51,14 +41,6 @@ inline bool llCudaFailed(cudaError_t err, const char* call, const char* file, in
 #define CUDACHECK(call)                                                  \
   do {                                                                   \
     if (llCudaFailed((call), #call, __FILE__, __LINE__)) return llCudaError; \
-  } while (0)
-
-#define CUDACHECKGOTO(call, res, label)                                  \
-  do {                                                                   \
-    if (llCudaFailed((call), #call, __FILE__, __LINE__)) {               \
-      (res) = llCudaError;                                               \
-      goto label;                                                        \
-    }                                                                    \
   } while (0)
 
 // A system call returning -1 on failure; retried on EINTR.

@@ -21,6 +21,7 @@
 #include "bootstrap/bootstrap.h"
 #include "bootstrap/socket.h"
 #include "bootstrap/unique_id.h"
+#include "test/cpu/fork_ranks.h"
 #include "test/harness.h"
 
 namespace {
@@ -39,71 +40,9 @@ constexpr int kIterations = 50;
                llGetLastError(nullptr), (text));                                                 \
   } while (0)
 
-int openFds() {
-  DIR* d = opendir("/proc/self/fd");
-  if (d == nullptr) lltest::fail(__FILE__, __LINE__, "cannot open /proc/self/fd");
-  int n = 0;
-  while (dirent* e = readdir(d))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n - 1;  // the directory's own descriptor
-}
+using lltest::openFds;
 
-int exitCode(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
-}
-
-// Waits for every child; one still running after kChildLimitMs is hung: killed, and counted as 124.
-int waitAll(std::vector<pid_t> pids) {
-  int worst = 0;
-  int64_t limit = llNowMs() + kChildLimitMs;
-  while (!pids.empty()) {
-    for (size_t i = pids.size(); i-- > 0;) {
-      int status;
-      if (waitpid(pids[i], &status, WNOHANG) != pids[i]) continue;
-      worst = std::max(worst, exitCode(status));
-      pids.erase(pids.begin() + i);
-    }
-    if (pids.empty()) break;
-    if (llNowMs() >= limit) {
-      for (pid_t pid : pids) {
-        std::printf("  child %d hung: killed\n", (int)pid);
-        kill(pid, SIGKILL);
-        waitpid(pid, nullptr, 0);
-      }
-      return 124;
-    }
-    usleep(2000);
-  }
-  return worst;
-}
-
-// Runs fn(i) in `count` child processes; returns the worst exit status (0: all passed).
-int runChildren(int count, const std::function<void(int)>& fn) {
-  std::vector<pid_t> pids;
-  for (int i = 0; i < count; i++) {
-    pid_t pid = fork();
-    if (pid < 0) {
-      for (pid_t p : pids) kill(p, SIGKILL);
-      waitAll(pids);
-      lltest::fail(__FILE__, __LINE__, "fork failed");
-    }
-    if (pid == 0) {
-      int rc = 0;
-      try {
-        fn(i);
-      } catch (const lltest::Failure& f) {
-        std::printf("  child %d: %s\n", i, f.what.c_str());
-        rc = 1;
-      }
-      std::fflush(stdout);
-      _exit(rc);
-    }
-    pids.push_back(pid);
-  }
-  return waitAll(pids);
-}
+int runChildren(int count, const std::function<void(int)>& fn) { return lltest::runChildren(count, fn, kChildLimitMs); }
 
 // Rank-, iteration- and offset-specific bytes, so that a slot delivered to the wrong place shows.
 unsigned char pattern(int rank, int iter, size_t i) {

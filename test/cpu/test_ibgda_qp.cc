@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "nic_test_util.h"
 #include "transport/ibgda/ibgda_qp.h"
 #include "transport/ibgda/model/nic_model.h"
 
@@ -19,21 +20,7 @@ using namespace llnic;
 
 namespace {
 
-// Zeroed, 64-byte aligned host memory.
-class Block {
- public:
-  explicit Block(size_t bytes)
-      : size_((bytes + 63) / 64 * 64), p_(static_cast<uint8_t*>(std::aligned_alloc(64, size_)), &std::free) {
-    std::memset(p_.get(), 0, size_);
-  }
-  uint8_t* p() const { return p_.get(); }
-  uint64_t addr() const { return (uint64_t)(uintptr_t)p_.get(); }
-  size_t size() const { return size_; }
-
- private:
-  size_t size_;
-  std::unique_ptr<uint8_t, decltype(&std::free)> p_;
-};
+using llnictest::Block;
 
 constexpr uint32_t kRw = kAccessLocalWrite | kAccessRemoteWrite;
 constexpr uint32_t kAll = kAccessLocalWrite | kAccessRemoteWrite | kAccessRemoteRead | kAccessRemoteAtomic;

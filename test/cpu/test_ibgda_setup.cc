@@ -21,6 +21,7 @@
 #include "bootstrap/bootstrap.h"
 #include "bootstrap/socket.h"
 #include "bootstrap/unique_id.h"
+#include "test/cpu/fork_ranks.h"
 #include "test/harness.h"
 #include "transport/ibgda/model/provider.h"
 #include "transport/ibgda/prm_cmd.h"
@@ -31,15 +32,7 @@ namespace {
 constexpr int kTimeoutMs = 10000;
 constexpr int kChildLimitMs = 20000;
 
-int openFds() {
-  DIR* d = opendir("/proc/self/fd");
-  if (d == nullptr) lltest::fail(__FILE__, __LINE__, "cannot open /proc/self/fd");
-  int n = 0;
-  while (dirent* e = readdir(d))
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n - 1;  // the directory's own descriptor
-}
+using lltest::openFds;
 
 // Entries of a directory other than . and ..
 int entries(const std::string& dir) {
@@ -52,55 +45,7 @@ int entries(const std::string& dir) {
   return n;
 }
 
-int exitCode(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
-}
-
-// Runs fn(rank) in `count` children; the worst exit status (124: a child hung and was killed).
-int runChildren(int count, const std::function<void(int)>& fn) {
-  std::vector<pid_t> pids;
-  for (int i = 0; i < count; i++) {
-    pid_t pid = fork();
-    if (pid < 0) {
-      for (pid_t p : pids) kill(p, SIGKILL);
-      lltest::fail(__FILE__, __LINE__, "fork failed");
-    }
-    if (pid == 0) {
-      int rc = 0;
-      try {
-        fn(i);
-      } catch (const lltest::Failure& f) {
-        std::printf("  rank %d: %s\n", i, f.what.c_str());
-        rc = 1;
-      }
-      std::fflush(stdout);
-      _exit(rc);
-    }
-    pids.push_back(pid);
-  }
-  int worst = 0;
-  const int64_t limit = llNowMs() + kChildLimitMs;
-  while (!pids.empty()) {
-    for (size_t i = pids.size(); i-- > 0;) {
-      int status;
-      if (waitpid(pids[i], &status, WNOHANG) != pids[i]) continue;
-      worst = std::max(worst, exitCode(status));
-      pids.erase(pids.begin() + i);
-    }
-    if (pids.empty()) break;
-    if (llNowMs() >= limit) {
-      for (pid_t pid : pids) {
-        std::printf("  child %d hung: killed\n", (int)pid);
-        kill(pid, SIGKILL);
-        waitpid(pid, nullptr, 0);
-      }
-      return 124;
-    }
-    usleep(2000);
-  }
-  return worst;
-}
+int runChildren(int count, const std::function<void(int)>& fn) { return lltest::runChildren(count, fn, kChildLimitMs); }
 
 // A job: a fresh directory for the ranks' sockets and a unique id made before the fork.
 struct Job {
