@@ -210,7 +210,7 @@ __device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total,
 __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int* hist, int* total, uint64_t seq,
                           uint64_t prevOnHalf) {
   const llCommonKernelArgs& c = a.c;
-  int T = c.numTokens, K = c.topk, E = c.numExperts;
+  int T = c.numTokens, E = c.numExperts;
   int perBlock = max(1, (T + (int)gridDim.x - 1) / (int)gridDim.x);
   int begin = min(T, (int)blockIdx.x * perBlock), end = min(T, begin + perBlock);
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

@@ -18,5 +18,7 @@ ranks=${RANKS:-$(( gpus > 1 ? gpus : 4 ))}
 if [ "$ranks" -gt "$gpus" ] && nvidia-cuda-mps-control -d 2>/dev/null; then
   trap 'echo quit | nvidia-cuda-mps-control' EXIT
 fi
-sizes=$([ "$ranks" -gt "$gpus" ] && echo "-b 128 -e 128" || echo "-b 128 -e 1024 -f 8")  # 4 ranks x 1024 won't fit 80 GB
+sizes=$([ "$ranks" -gt "$gpus" ] && echo "-b 128 -e 128" || echo "-b 128 -e 1024 -f 2")  # 4 ranks x 1024 won't fit 80 GB
+# ll_perf's NCCL baseline (one rank per GPU) loads NCCL from here unless LLEP_NCCL_LIBRARY says otherwise.
+export LLEP_NCCL_LIBRARY=${LLEP_NCCL_LIBRARY:-$(python3 tools/find_nccl.py library || true)}
 "$BUILD/llrun" -np "$ranks" -t 900 "$BUILD/test/perf/ll_perf" $sizes -J "${JSON:-$BUILD/ll_perf.json}"

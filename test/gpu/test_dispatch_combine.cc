@@ -5,6 +5,8 @@
 //   llrun -np R test_dispatch_combine matrix [--quick] [--shapes 0,3,5] [--iters N] [--seed S]
 //   llrun -np R test_dispatch_combine graph
 //   llrun -np R test_dispatch_combine badinput
+//   ... --nccl: every communicator made by llCommInitFromNccl on an NCCL communicator of the same ranks
+//       (one rank per GPU; exit 77 where ranks would share a GPU or NCCL cannot be loaded)
 //
 // Every rank generates every rank's inputs from the same seed (the reference needs them all) and checks
 // its own outputs. Every output is poisoned before each call, so rows the library never wrote fail.
@@ -25,6 +27,8 @@
 #include <vector>
 
 #include "llep.h"
+#include "test/common/file_exchange.h"
+#include "test/common/nccl_runtime.h"
 #include "test/reference/reference.h"
 
 namespace {
@@ -33,6 +37,9 @@ int gRank = 0, gWorld = 1;
 int gBasePort = 0;  // MASTER_PORT from llrun: the k-th communicator meets on gBasePort + k
 int gCommsMade = 0;
 std::string gWhere = "setup";  // what runs now, for failure messages
+const llTestNccl* gNccl = nullptr;  // set with --nccl: communicators come from NCCL ones
+std::string gRunKey;                // names this run's files (the NCCL ids travel through them)
+constexpr int kNcclIdTimeoutMs = 120000;
 
 #define CHECK(cond, ...)                                                                        \
   do {                                                                                          \
@@ -162,10 +169,37 @@ void truncateTokens(const llRefShape& sh, int T, llRefRankInput& in) {
 // ------------------------------------------------------------------------------------------------
 // Communicator, buffers, statistics
 
+// The NCCL communicator under each llep one made with --nccl, destroyed after it.
+std::unordered_map<llComm_t, ncclComm_t> gNcclOf;
+
+#define NCCL_OK(call)                                                                                   \
+  do {                                                                                                  \
+    ncclResult_t ncclRes_ = (call);                                                                     \
+    CHECK(ncclRes_ == ncclSuccess, "%s: %s", #call, gNccl->getErrorString(ncclRes_));                   \
+  } while (0)
+
+// The k-th NCCL communicator of the run: rank 0's unique id reaches the others through a file.
+ncclComm_t newNcclComm(int k) {
+  ncclUniqueId id;
+  std::string name = "ncclid" + std::to_string(k);
+  if (gRank == 0) {
+    NCCL_OK(gNccl->getUniqueId(&id));
+    CHECK(llExchangePublish(gRunKey, name, 0, &id, sizeof(id)), "cannot publish the NCCL id");
+  } else {
+    CHECK(llExchangeFetch(gRunKey, name, 0, &id, sizeof(id), kNcclIdTimeoutMs), "no NCCL id from rank 0");
+  }
+  ncclComm_t nccl = nullptr;
+  NCCL_OK(gNccl->commInitRank(&nccl, gWorld, id, gRank));
+  if (gRank == 0) llExchangeUnpublish(gRunKey, name, 0);  // every rank has joined, so has read it
+  return nccl;
+}
+
 // llrun's LLEP_UNIQUE_ID serves one communicator per run, and the library reads it once, so every
-// communicator here meets torchrun-style instead: rank 0 listens on MASTER_PORT + k for the k-th.
+// communicator here meets torchrun-style instead: rank 0 listens on MASTER_PORT + k for the k-th
+// (or, with --nccl, the k-th comes from an NCCL communicator).
 llComm_t newComm(const llRefShape& sh, int timeoutMs) {
-  std::string port = std::to_string(gBasePort + gCommsMade++);
+  int k = gCommsMade++;
+  std::string port = std::to_string(gBasePort + k);
   CHECK(setenv("MASTER_PORT", port.c_str(), 1) == 0, "setenv MASTER_PORT");
   llConfig_t c = LL_CONFIG_INITIALIZER;
   c.maxTokensPerRank = sh.N;
@@ -174,12 +208,26 @@ llComm_t newComm(const llRefShape& sh, int timeoutMs) {
   c.maxTopk = LL_MAX_TOPK;
   if (timeoutMs > 0) c.timeoutMs = timeoutMs;
   llComm_t comm = nullptr;
-  LL_OK(llCommInitFromEnv(&comm, &c));
+  if (gNccl) {
+    ncclComm_t nccl = newNcclComm(k);
+    LL_OK(llCommInitFromNccl(&comm, nccl, &c));
+    gNcclOf[comm] = nccl;
+  } else {
+    LL_OK(llCommInitFromEnv(&comm, &c));
+  }
   int n = 0, r = -1;
   LL_OK(llCommCount(comm, &n));
   LL_OK(llCommUserRank(comm, &r));
   CHECK(n == gWorld && r == gRank, "communicator of %d ranks, rank %d", n, r);
   return comm;
+}
+
+void destroyComm(llComm_t comm) {
+  LL_OK(llCommDestroy(comm));
+  auto it = gNcclOf.find(comm);
+  if (it == gNcclOf.end()) return;
+  NCCL_OK(gNccl->commDestroy(it->second));
+  gNcclOf.erase(it);
 }
 
 // The caller-owned buffers of one dispatch + combine.
@@ -229,7 +277,7 @@ struct Session {
     CUDA_OK(cudaStreamSynchronize(stream));
   }
   ~Session() {
-    LL_OK(llCommDestroy(comm));
+    destroyComm(comm);
     cudaStreamDestroy(stream);
   }
   Session(const Session&) = delete;
@@ -1114,6 +1162,27 @@ int main(int argc, char** argv) {
   }
   gBasePort = envInt("MASTER_PORT", 0);
   CHECK(getenv("MASTER_ADDR") && gBasePort > 0, "MASTER_ADDR/MASTER_PORT not set (run under llrun)");
+  gRunKey = llExchangeRunKey();
+  std::vector<char*> args(argv, argv + argc);
+  for (auto it = args.begin(); it != args.end();) {
+    if (strcmp(*it, "--nccl") != 0) {
+      ++it;
+      continue;
+    }
+    it = args.erase(it);
+    if (gWorld > count) {
+      printf("SKIP: --nccl with %d ranks on %d GPU(s): NCCL takes one rank per GPU\n", gWorld, count);
+      return 77;
+    }
+    std::string why;
+    gNccl = llTestNcclLoad(&why);
+    if (!gNccl) {
+      printf("SKIP: --nccl: %s\n", why.c_str());
+      return 77;
+    }
+  }
+  argc = static_cast<int>(args.size());
+  argv = args.data();
   // Before any llep call: the library reads LLEP_UNIQUE_ID once, and it would win over MASTER_PORT.
   unsetenv("LLEP_UNIQUE_ID");
   CUDA_OK(cudaSetDevice(envInt("LOCAL_RANK", gRank) % count));

@@ -1,6 +1,8 @@
-"""llCommInitFromNccl on the communicator of a torch ProcessGroupNCCL (one rank): routes checked by a
-kernel, then destroyed; warm-up + 3 cycles with GPU memory back where it started. Exit 77 without a
-GPU or torch. Usage: test_nccl_init.py path/to/libllep_gputest.so"""
+"""llCommInitFromNccl on the communicator of a torch ProcessGroupNCCL: routes checked by a kernel on
+every rank, then destroyed; warm-up + 3 cycles with GPU memory back where it started. One rank when
+run alone; under llrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) one rank per GPU. Exit 77
+without a GPU or torch, or with more ranks than GPUs (NCCL takes one rank per GPU).
+Usage: [llrun -np R] test_nccl_init.py path/to/libllep_gputest.so"""
 import ctypes
 import os
 import sys
@@ -13,6 +15,12 @@ except ImportError:
     sys.exit(77)
 if not torch.cuda.is_available():
     print("SKIP: no GPU")
+    sys.exit(77)
+world = int(os.environ.get("WORLD_SIZE", "1"))
+rank = int(os.environ.get("RANK", "0"))
+device = int(os.environ.get("LOCAL_RANK", str(rank))) % torch.cuda.device_count()
+if world > torch.cuda.device_count():
+    print(f"SKIP: {world} ranks on {torch.cuda.device_count()} GPU(s): NCCL takes one rank per GPU")
     sys.exit(77)
 
 UNDEF = -(2**31)
@@ -39,9 +47,13 @@ def check(res, what):
         sys.exit(1)
 
 
-torch.cuda.set_device(0)
-store = dist.HashStore()
-dist.init_process_group("nccl", store=store, rank=0, world_size=1, device_id=torch.device("cuda", 0))
+torch.cuda.set_device(device)
+if world == 1:
+    dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1,
+                            device_id=torch.device("cuda", device))
+else:
+    dist.init_process_group("nccl", init_method="env://", rank=rank, world_size=world,
+                            device_id=torch.device("cuda", device))
 x = torch.ones(4, device="cuda")
 dist.all_reduce(x)  # the NCCL communicator exists after the first collective
 backend = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cuda"))
@@ -54,10 +66,10 @@ def cycle(n):
     comm = ctypes.c_void_p()
     check(lib.llCommInitFromNccl(ctypes.byref(comm), ctypes.c_void_p(nccl_comm), ctypes.byref(cfg)),
           "llCommInitFromNccl")
-    count, rank = ctypes.c_int(), ctypes.c_int()
+    count, user_rank = ctypes.c_int(), ctypes.c_int()
     check(lib.llCommCount(comm, ctypes.byref(count)), "llCommCount")
-    check(lib.llCommUserRank(comm, ctypes.byref(rank)), "llCommUserRank")
-    assert (count.value, rank.value) == (1, 0), (count.value, rank.value)
+    check(lib.llCommUserRank(comm, ctypes.byref(user_rank)), "llCommUserRank")
+    assert (count.value, user_rank.value) == (world, rank), (count.value, user_rank.value)
     wrong, missing = ctypes.c_ulonglong(), ctypes.c_uint()
     check(lib.llTestRouteCheck(comm, n, ctypes.byref(wrong), ctypes.byref(missing)), "route check")
     if wrong.value or missing.value:
@@ -71,9 +83,9 @@ start = lib.llTestFreeGpuBytes()
 for n in (1, 2, 3):
     cycle(n)
     now = lib.llTestFreeGpuBytes()
-    print(f"cycle {n}: llCommInitFromNccl routes ok, GPU free {now / 2**20:.1f} MiB (start {start / 2**20:.1f})")
+    print(f"rank {rank}: cycle {n}: llCommInitFromNccl routes ok, GPU free {now / 2**20:.1f} MiB (start {start / 2**20:.1f})")
     if now != start:
         print(f"FAIL: GPU free memory {now} != {start} at start")
         sys.exit(1)
 dist.destroy_process_group()
-print("PASS: llCommInitFromNccl with a torch ProcessGroupNCCL communicator, 3 cycles")
+print(f"rank {rank}: PASS: llCommInitFromNccl with a torch ProcessGroupNCCL communicator of {world} rank(s), 3 cycles")

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,7 @@
 #include "test/perf/perf_common.h"
 #include "test/perf/perf_floors.h"
 #include "test/perf/perf_io.h"
+#include "test/perf/perf_nccl.h"
 #include "test/perf/perf_ranks.h"
 #include "test/perf/perf_report.h"
 
@@ -48,7 +50,7 @@ struct Options {
   int hidden = 7168, topk = 8, experts = 256;
   bool fp8 = true;
   int warmup = 10, iters = 50;
-  bool check = true, graph = false, sendOnly = false, align = true;
+  bool check = true, graph = false, sendOnly = false, align = true, nccl = true;
   std::string transport = "auto";
   int sms = 0;
   std::string json;
@@ -74,6 +76,7 @@ void usage(FILE* f) {
           "  -G 0|1                    capture one dispatch + combine in a CUDA graph and replay it (0)\n"
           "  -z 0|1                    send-only calls, receive phase by llHookRun, timed apart (0)\n"
           "  -a 0|1                    line the ranks up before each timed call with an empty dispatch (1)\n"
+          "  -N 0|1                    NCCL baseline: the same bytes by ncclSend/ncclRecv, one rank per GPU (1)\n"
           "  -t auto|p2p|ibgda         transports (config.transports; auto: the library's choice)\n"
           "  -S N                      SM budget (config.numSms; 0: the library's choice)\n"
           "  -J FILE                   also write the results as JSON\n"
@@ -136,6 +139,7 @@ Options parseOptions(int argc, char** argv) {
     else if (f == "-G") o.graph = parseBool(flag, v);
     else if (f == "-z") o.sendOnly = parseBool(flag, v);
     else if (f == "-a") o.align = parseBool(flag, v);
+    else if (f == "-N") o.nccl = parseBool(flag, v);
     else if (f == "-t") o.transport = parseChoice(flag, v, {"auto", "p2p", "ibgda"});
     else if (f == "-S") o.sms = parseInt(flag, v, 0);
     else if (f == "-J") o.json = v;
@@ -163,6 +167,7 @@ struct Bench {
   llComm_t comm;
   cudaStream_t stream;
   llPerfIo& io;
+  llPerfNccl* nccl;  // nullptr with -N 0
   int T = 0;  // tokens of the current size
   llDispatchHandle_t handle = LL_DISPATCH_HANDLE_INITIALIZER;
   cudaEvent_t mark[5] = {};    // inside a step: start, dispatch hook, dispatch end, combine hook, end
@@ -332,20 +337,41 @@ void stepIteration(Bench& b, cudaGraphExec_t graph, Samples* s) {
   addCall(b, s, "combine", 2);
 }
 
+// Bytes an op moves between this rank and each rank p (self included), for the NCCL baseline.
+struct PeerBytes {
+  std::vector<size_t> send, recv;
+};
+
+// The NCCL baseline of one op, timed as the op is: flush, line up, events around the exchange.
+void ncclIteration(Bench& b, const PeerBytes& bytes, const std::string& op, Samples* s) {
+  flushL2(b);
+  alignRanks(b);
+  record(b, b.mark[0], false);
+  b.nccl->enqueue(bytes.send, bytes.recv);
+  record(b, b.mark[2], false);
+  PERF_CUDA(cudaStreamSynchronize(b.stream));
+  if (s) (*s)[op + ".nccl"].push_back(elapsedUs(b.mark[0], b.mark[2]));
+}
+
 template <typename Iteration>
 void timeLoop(Bench& b, Samples* s, Iteration iteration) {
   for (int i = 0; i < b.o.warmup; i++) iteration(nullptr);
   for (int i = 0; i < b.o.iters; i++) iteration(s);
 }
 
-Samples timeSize(Bench& b, cudaGraphExec_t graph) {
+Samples timeSize(Bench& b, cudaGraphExec_t graph, const PeerBytes& dispatchBytes, const PeerBytes& combineBytes) {
   Samples s;
   if (graph) {
     timeLoop(b, &s, [&](Samples* out) { stepIteration(b, graph, out); });
     return s;
   }
+  bool nccl = b.nccl && b.nccl->ready();
   if (b.o.dispatchRows()) timeLoop(b, &s, [&](Samples* out) { dispatchIteration(b, out); });
+  if (b.o.dispatchRows() && nccl)
+    timeLoop(b, &s, [&](Samples* out) { ncclIteration(b, dispatchBytes, "dispatch", out); });
   if (b.o.combineRows()) timeLoop(b, &s, [&](Samples* out) { combineIteration(b, out); });
+  if (b.o.combineRows() && nccl)
+    timeLoop(b, &s, [&](Samples* out) { ncclIteration(b, combineBytes, "combine", out); });
   if (b.o.stepRows()) timeLoop(b, &s, [&](Samples* out) { stepIteration(b, nullptr, out); });
   return s;
 }
@@ -410,8 +436,30 @@ llPerfTraffic traffic(const Bench& b, const llPerfCase& c, const std::string& op
   return llPerfTraffic{d.hbmBytes + cb.hbmBytes, d.linkBytes + cb.linkBytes};
 }
 
-llPerfRow makeRow(const Bench& b, const llPerfCase& c, const std::string& op, const std::vector<double>& us,
+// Per peer: dispatch sends each (token, k) pair's message to the rank of its expert; combine sends the
+// expert outputs back the other way, 2H bytes a pair.
+PeerBytes peerBytes(const Bench& b, const llPerfCase& c, bool dispatch) {
+  int R = b.ranks.world, me = b.ranks.rank, El = b.o.experts / R;
+  std::vector<size_t> mineTo(R, 0), toMe(R, 0);  // pairs: mine with an expert on p; p's with one on me
+  for (int q = 0; q < R; q++)
+    for (int64_t e : c.inputs[q].topk) {
+      if (e < 0) continue;
+      int owner = static_cast<int>(e / El);
+      if (q == me) mineTo[owner]++;
+      if (owner == me) toMe[q]++;
+    }
+  size_t pairBytes = static_cast<size_t>(dispatch ? dispatchPairBytes(b.o) : combinePairBytes(b.o));
+  PeerBytes p{std::vector<size_t>(R), std::vector<size_t>(R)};
+  for (int q = 0; q < R; q++) {
+    p.send[q] = (dispatch ? mineTo[q] : toMe[q]) * pairBytes;
+    p.recv[q] = (dispatch ? toMe[q] : mineTo[q]) * pairBytes;
+  }
+  return p;
+}
+
+llPerfRow makeRow(const Bench& b, const llPerfCase& c, const std::string& op, const Samples& s,
                   const Wrong& w) {
+  const std::vector<double>& us = s.at(op);
   llPerfRow r;
   r.op = op;
   r.tokens = c.T;
@@ -428,6 +476,8 @@ llPerfRow makeRow(const Bench& b, const llPerfCase& c, const std::string& op, co
                                              : llPerfLatency::kCall;
     r.floorUs = b.ranks.rank == 0 ? llPerfFloorUs(b.floors, b.ranks, traffic(b, c, base), kind) : -1;
   }
+  auto nccl = s.find(op + ".nccl");
+  if (nccl != s.end()) r.ncclUs = llPerfStats(nccl->second).median;
   if (base == "dispatch") r.wrong = w.dispatch;
   else if (base == "combine") r.wrong = w.combine;
   else if (w.dispatch >= 0 && w.combine >= 0) r.wrong = w.dispatch + w.combine;
@@ -444,19 +494,19 @@ std::vector<llPerfRow> makeRows(const Bench& b, const llPerfCase& c, const Sampl
                   : base == "combine" ? b.o.combineRows()
                                       : b.o.stepRows();
     auto it = s.find(name);
-    if (wanted && it != s.end()) rows.push_back(makeRow(b, c, name, it->second, w));
+    if (wanted && it != s.end()) rows.push_back(makeRow(b, c, name, s, w));
   }
   return rows;
 }
 
-// Rank 0 takes, per row, the slowest rank's median and p99 and the sum of wrong rows. Every rank
+// Rank 0 takes, per row, the slowest rank's median and p99 (and NCCL baseline) and the sum of wrong rows. Every rank
 // publishes its rows; rank 0 reads and removes them.
 void mergeRanks(const Bench& b, int sizeIndex, std::vector<llPerfRow>& rows) {
   if (b.ranks.world == 1 || !llPerfCanExchange(b.ranks)) return;
   std::string name = "rows" + std::to_string(sizeIndex);
   std::vector<double> mine;
   for (const llPerfRow& r : rows)
-    mine.insert(mine.end(), {r.us.median, r.us.p99, static_cast<double>(r.wrong)});
+    mine.insert(mine.end(), {r.us.median, r.us.p99, static_cast<double>(r.wrong), r.ncclUs});
   if (b.ranks.rank != 0) {
     llPerfPublish(b.ranks, name, mine.data(), mine.size() * sizeof(double));
     return;
@@ -468,9 +518,11 @@ void mergeRanks(const Bench& b, int sizeIndex, std::vector<llPerfRow>& rows) {
     llPerfUnpublish(b.ranks, name, from);
     for (size_t i = 0; i < rows.size(); i++) {
       llPerfRow& r = rows[i];
-      r.us.median = std::max(r.us.median, theirs[3 * i]);
-      r.us.p99 = std::max(r.us.p99, theirs[3 * i + 1]);
-      if (r.wrong >= 0) r.wrong += static_cast<long>(theirs[3 * i + 2]);
+      const double* t = &theirs[4 * i];
+      r.us.median = std::max(r.us.median, t[0]);
+      r.us.p99 = std::max(r.us.p99, t[1]);
+      if (r.wrong >= 0) r.wrong += static_cast<long>(t[2]);
+      if (r.ncclUs >= 0) r.ncclUs = std::max(r.ncclUs, t[3]);
     }
   }
 }
@@ -492,7 +544,7 @@ std::vector<llPerfRow> runSize(Bench& b, int sizeIndex, int T) {
   Wrong w;
   if (b.o.check) checkOnce(b, c, graph, &w);  // leaves c's inputs on the GPU for the timed calls
   else llPerfUploadInputs(c, b.io, b.stream);
-  Samples s = timeSize(b, graph);
+  Samples s = timeSize(b, graph, peerBytes(b, c, true), peerBytes(b, c, false));
   if (b.o.check) checkOnce(b, llPerfMakeCase(shape, b.o.fp8, T, b.ranks.rank, seed + kSeedStride), graph, &w);
   if (graph) PERF_CUDA(cudaGraphExecDestroy(graph));
   requireNoAsyncError(b);
@@ -564,6 +616,7 @@ llPerfRunInfo runInfo(const Options& o, const llPerfRanks& r, const llPerfFloors
   gethostname(host, sizeof(host) - 1);
   i.host = host;
   i.floors = f;
+  i.ncclNote = !o.nccl ? "off (-N 0)" : o.graph ? "n/a: not with -G (the graph holds the step only)" : "";
   return i;
 }
 
@@ -590,11 +643,13 @@ int main(int argc, char** argv) {
   int l2 = 0;
   PERF_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, ranks.device));
   size_t flushBytes = 2 * static_cast<size_t>(l2);  // twice the L2, so nothing of the last call stays
+  std::unique_ptr<llPerfNccl> nccl(o.nccl && !o.graph ? new llPerfNccl(ranks, stream) : nullptr);
   llPerfRunInfo info = runInfo(o, ranks, floors, l2, flushBytes);
+  if (info.ncclNote.empty()) info.ncclNote = nccl->note();
   if (ranks.rank == 0) llPerfPrintHeader(info);
 
   llPerfIo io(llRefShape{ranks.world, o.experts, o.maxTokens, o.hidden, o.topk}, o.fp8, flushBytes);
-  Bench b{o, ranks, floors, comm, stream, io};
+  Bench b{o, ranks, floors, comm, stream, io, nccl.get()};
   for (cudaEvent_t& e : b.mark) PERF_CUDA(cudaEventCreate(&e));
   for (cudaEvent_t& e : b.around) PERF_CUDA(cudaEventCreate(&e));
   std::vector<llPerfRow> all;
@@ -609,6 +664,7 @@ int main(int argc, char** argv) {
   if (ranks.rank == 0 && !o.json.empty()) llPerfWriteJson(o.json, info, all);
   for (cudaEvent_t e : b.mark) PERF_CUDA(cudaEventDestroy(e));
   for (cudaEvent_t e : b.around) PERF_CUDA(cudaEventDestroy(e));
+  nccl.reset();
   PERF_LL(llCommDestroy(comm));
   PERF_CUDA(cudaStreamDestroy(stream));
   long wrong = b.wrongTotal;

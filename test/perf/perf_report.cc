@@ -29,11 +29,15 @@ void printFloors(const llPerfFloors& f) {
          "#               empty kernel(s) + signal hops)\n");
 }
 
+void printNccl(const std::string& note) {
+  printf("# NCCL baseline (nccl_us; nccl/ll = nccl_us / median, > 1: llep faster): %s\n", note.c_str());
+}
+
 void printColumns() {
   printf("#\n# bytes: DeepEP's convention, per (token, k) pair with an expert: dispatch H + H/128*4 + 16\n"
          "# (fp8) or 2H + 16 (bf16), combine 2H; GB/s = bytes / median; %%floor = floor / median * 100\n#\n");
-  printf("# %14s %7s %12s %10s %10s %9s %9s %7s %7s\n", "op", "tokens", "bytes", "median_us", "p99_us",
-         "GB/s", "floor_us", "%floor", "#wrong");
+  printf("# %14s %7s %12s %10s %10s %9s %9s %7s %9s %7s %7s\n", "op", "tokens", "bytes", "median_us", "p99_us",
+         "GB/s", "floor_us", "%floor", "nccl_us", "nccl/ll", "#wrong");
 }
 
 // Averages per operation, in the order operations first appear.
@@ -146,6 +150,10 @@ std::string jsonFloors(const llPerfFloors& f) {
       .text();
 }
 
+std::string jsonNccl(const llPerfRunInfo& i) {
+  return JsonObject().str("nccl_baseline", i.ncclNote).text();
+}
+
 std::string jsonRow(const llPerfRow& r) {
   return JsonObject()
       .str("op", r.op)
@@ -157,6 +165,8 @@ std::string jsonRow(const llPerfRow& r) {
       .num("floor_us", r.floorUs, r.floorUs > 0)
       .num("pct_floor", r.pctFloor(), r.pctFloor() >= 0)
       .num("wrong", static_cast<double>(r.wrong), r.wrong >= 0)
+      .num("nccl_us", r.ncclUs, r.ncclUs > 0)
+      .num("nccl_over_llep", r.vsNccl(), r.vsNccl() > 0)
       .text();
 }
 
@@ -179,16 +189,18 @@ void llPerfPrintHeader(const llPerfRunInfo& i) {
   printf("# device memory per rank: %.2f GiB benchmark buffers + %.2f GiB library buffer\n",
          i.ioBytes / 1073741824.0, i.libraryBytes / 1073741824.0);
   printFloors(i.floors);
+  printNccl(i.ncclNote);
   printColumns();
 }
 
 void llPerfPrintRow(const llPerfRow& r) {
-  char floor[32] = "-", pct[32] = "-", wrong[32] = "-";
+  char floor[32] = "-", pct[32] = "-", wrong[32] = "-", nccl[32] = "-", vs[32] = "-";
   if (r.floorUs > 0) snprintf(floor, sizeof(floor), "%.2f", r.floorUs);
+  if (r.vsNccl() > 0) snprintf(nccl, sizeof(nccl), "%.2f", r.ncclUs), snprintf(vs, sizeof(vs), "%.2f", r.vsNccl());
   if (r.pctFloor() >= 0) snprintf(pct, sizeof(pct), "%.1f", r.pctFloor());
   if (r.wrong >= 0) snprintf(wrong, sizeof(wrong), "%ld", r.wrong);
-  printf("  %14s %7d %12.0f %10.2f %10.2f %9.2f %9s %7s %7s\n", r.op.c_str(), r.tokens, r.bytes, r.us.median,
-         r.us.p99, r.gbps(), floor, pct, wrong);
+  printf("  %14s %7d %12.0f %10.2f %10.2f %9.2f %9s %7s %9s %7s %7s\n", r.op.c_str(), r.tokens, r.bytes,
+         r.us.median, r.us.p99, r.gbps(), floor, pct, nccl, vs, wrong);
 }
 
 void llPerfPrintFooter(const std::vector<llPerfRow>& rows) {
@@ -211,7 +223,8 @@ void llPerfWriteJson(const std::string& path, const llPerfRunInfo& info, const s
   FILE* f = fopen(path.c_str(), "w");
   if (!f) llPerfDie("cannot write %s", path.c_str());
   std::string text = "{\"environment\": " + jsonEnvironment(info) + ",\n \"options\": " + jsonOptions(info) +
-                     ",\n \"floors\": " + jsonFloors(info.floors) + ",\n \"rows\": [\n";
+                     ",\n \"floors\": " + jsonFloors(info.floors) +
+                     ",\n \"baseline\": " + jsonNccl(info) + ",\n \"rows\": [\n";
   for (size_t i = 0; i < rows.size(); i++)
     text += "  " + jsonRow(rows[i]) + (i + 1 < rows.size() ? ",\n" : "\n");
   text += " ]}\n";

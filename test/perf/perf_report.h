@@ -16,9 +16,12 @@ struct llPerfRow {
   llPerfStat us;        // median and p99, microseconds
   double floorUs = -1;  // < 0: no floor (a phase of a send-only call)
   long wrong = -1;      // < 0: not checked
+  double ncclUs = -1;   // the NCCL baseline's median (perf_nccl.h); < 0: none
 
   double gbps() const { return us.median > 0 ? bytes / (us.median * 1e3) : 0; }
   double pctFloor() const { return floorUs > 0 && us.median > 0 ? floorUs / us.median * 100 : -1; }
+  // How many times faster than the NCCL baseline (> 1: llep is faster).
+  double vsNccl() const { return ncclUs > 0 && us.median > 0 ? ncclUs / us.median : -1; }
 };
 
 // Everything the header and the JSON say about the run besides its rows.
@@ -35,6 +38,7 @@ struct llPerfRunInfo {
   int smCount = 0, cudaDriver = 0, cudaRuntime = 0;
   size_t l2Bytes = 0;
   llPerfFloors floors;
+  std::string ncclNote;  // what the NCCL baseline is, or why there is none
 };
 
 void llPerfPrintHeader(const llPerfRunInfo& info);
