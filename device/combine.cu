@@ -13,6 +13,7 @@
 #include "device/common.cuh"
 #include "device/dispatch.h"
 #include "device/fp8_quant.h"
+#include "device/peer_ops.cuh"
 
 namespace {
 
@@ -32,7 +33,11 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
       continue;
     }
     int expert = c.rank * El + le;
-    char* dstBase = c.routes[src].base + c.recvOffset + (size_t)expert * N * a.rowBytes;
+    uint64_t dstOffset = c.recvOffset + (size_t)expert * N * a.rowBytes;  // + token * rowBytes
+    // ibgda: rows go out from the send region (where a zero-copy x already is), one RDMA write each.
+    bool ibgda = llIsIbgda(c, src);
+    char* staging = c.ownBuffer + c.sendOffset;
+    bool staged = ibgda && reinterpret_cast<const char*>(a.x) == staging;
     size_t vecsPerRow = a.rowBytes / 16;
     size_t chunks = (vecsPerRow + 31) / 32;
     for (size_t u = warp; u < (size_t)count * chunks; u += kLlWarps) {
@@ -43,15 +48,27 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
         if (lane == 0) llReportError(c, llInvalidArgument);
         continue;
       }
-      if (v >= vecsPerRow) continue;
+      if (v >= vecsPerRow || staged) continue;
       const char* from = reinterpret_cast<const char*>(a.x) + row * a.rowBytes;
-      llStore16(dstBase + (size_t)token * a.rowBytes + v * 16, llLoad16(from + v * 16));
+      char* to = ibgda ? staging + row * a.rowBytes : c.routes[src].base + dstOffset + (size_t)token * a.rowBytes;
+      llStore16(to + v * 16, llLoad16(from + v * 16));
+    }
+    if (!ibgda) continue;
+    __syncthreads();  // the item's rows are whole: one thread per row posts it
+    for (int j = threadIdx.x; j < count; j += blockDim.x) {
+      size_t row = (size_t)le * rowsPerExpert + begin + j;
+      int token = a.srcInfo[row];
+      if (token < 0 || token >= N) continue;  // reported above
+      llIbgdaFenceStaged();
+      llIbgdaPut(c, src, staging + row * a.rowBytes, dstOffset + (size_t)token * a.rowBytes, (uint32_t)a.rowBytes);
     }
   }
   if (llLastBlock(c, &c.state->sendDone[c.half])) {
     for (int peer = threadIdx.x; peer < R; peer += blockDim.x)
       if (peer != c.rank)  // own rows are read from x: nothing to wait for
-        llStoreRelease(llSignalWord(c.routes[peer].base, c, c.combineSignalWord + c.rank), seq << 32, c.sysScope);
+        llSetPeerSignal(c, peer, c.combineSignalWord + c.rank, seq << 32);
+    __syncthreads();  // every signal posted before the quiet that covers them
+    llIbgdaQuietAll(c);
     llPublishSequence(c, seq);
   }
 }

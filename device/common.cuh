@@ -14,7 +14,18 @@ constexpr int kLlWarps = kLlThreads / 32;
 // Records the first error of the communicator; later ones are dropped. Kernels go on after an error
 // (skipping the bad work) so every rank still completes: they never trap.
 __device__ __forceinline__ void llReportError(const llCommonKernelArgs& a, int code) {
-  if (atomicCAS(&a.state->error, 0, code) == 0) *a.asyncError = code;
+  if (atomicCAS(&a.state->error, 0, code) == 0) a.asyncError->code = code;
+}
+
+// An error CQE on the QP to `peer`: its details reach the host before the code that makes it look.
+__device__ __forceinline__ void llReportQpError(const llCommonKernelArgs& a, int peer, uint32_t syndrome,
+                                                uint32_t wqeCounter) {
+  if (atomicCAS(&a.state->error, 0, llRemoteError) != 0) return;
+  a.asyncError->peer = peer;
+  a.asyncError->syndrome = syndrome;
+  a.asyncError->wqeCounter = wqeCounter;
+  __threadfence_system();
+  a.asyncError->code = llRemoteError;
 }
 
 __device__ __forceinline__ bool llErrorSeen(const llCommonKernelArgs& a) {
@@ -107,12 +118,6 @@ __device__ __forceinline__ void llPublishSequence(const llCommonKernelArgs& a, u
     a.state->seq = seq;
     a.state->halfSeq[a.half] = seq;
   }
-}
-
-// After this rank consumed the half: tell every peer it may write here again.
-__device__ __forceinline__ void llReturnCredits(const llCommonKernelArgs& a, uint64_t seq) {
-  for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x)
-    if (peer != a.rank) llStoreRelease(llSignalWord(a.routes[peer].base, a, a.creditWord + a.rank), seq, a.sysScope);
 }
 
 // 16-byte vector copies.

@@ -13,15 +13,17 @@
 // cheap next to the payload), so this rank's own counts need no signal; the last block to finish
 // sends every other rank, for each of its experts, one signal (sequence << 32) | pairs sent.
 //
-// Receive phase. Work items are (local expert, source rank). An item takes this rank's own count from
-// the block's histogram and waits for the signals of the other sources before it in the row order
-// (their counts give its first row) and its own, then copies its messages into the caller's packed
-// layout. The last block returns this half's credits to every peer. With one rank nothing waits.
+// Receive phase. Every block waits for every (local expert, source) signal, takes this rank's own
+// counts from its histogram, and derives each item's first row (the row order) and its place in one
+// flat list of all received messages; the grid's warps then copy that list into the caller's packed
+// layout in one pass. The last block returns this half's credits to every peer. With one rank nothing
+// waits.
 #include <cuda_fp8.h>
 
 #include "device/common.cuh"
 #include "device/dispatch.h"
 #include "device/fp8_quant.h"
+#include "device/peer_ops.cuh"
 
 namespace {
 
@@ -42,13 +44,26 @@ struct PairTarget {
   int row;  // le * R*N + row, or -1
 };
 
-// Destination of pair (token, k) with expert e and slot, in the receiver's current half.
-__device__ __forceinline__ char* messageAddress(const llDispatchKernelArgs& a, int e, int slot) {
+// Offset in the receiver's buffer (current half) of the message of a pair with expert e and slot.
+__device__ __forceinline__ uint64_t messageOffset(const llDispatchKernelArgs& a, int e, int slot) {
   const llCommonKernelArgs& c = a.c;
-  int dstRank = e / c.localExperts, le = e % c.localExperts;
+  int le = e % c.localExperts;
   size_t index = ((size_t)le * c.nranks + c.rank) * c.maxTokens + slot;
-  return c.routes[dstRank].base + c.recvOffset + index * a.msgBytes;
+  return c.recvOffset + index * a.msgBytes;
 }
+
+// Bytes of a message that carry something: header, payload, and (fp8) scales.
+__device__ __forceinline__ uint32_t messageUsedBytes(const llDispatchKernelArgs& a) {
+  uint32_t H = (uint32_t)a.c.hidden;
+  return kLlMsgHeaderBytes + ((a.flags & LL_FP8) ? H + H / kLlQuantGroup * 4 : 2 * H);
+}
+
+// An ibgda pair's message, staged in this rank's send region until its RDMA write is posted.
+struct PendingPut {
+  int peer = -1;  // -1: nothing to post
+  char* local;
+  uint64_t remoteOffset;
+};
 
 // Chunk `chunk` (256 channels) of one token to its K targets, bf16: 16 bytes a lane.
 __device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst,
@@ -125,9 +140,10 @@ __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, cons
 
 // Slots of one round of up to kLlWarps consecutive tokens (warp w takes token first + w): a pair's
 // slot is the block's running count `hist` of earlier pairs for its expert, plus the earlier pairs of
-// this round. Fills sh.dst, writes each message's header, then adds the round's pairs to `hist`.
+// this round. Fills sh.dst, writes each message's header, then adds the round's pairs to `hist`. A pair
+// to an ibgda peer is written into this rank's send region; *put says where, for the post after the round.
 __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchShared& sh, int first, int end,
-                            int warp, int lane) {
+                            int warp, int lane, PendingPut* put) {
   const llCommonKernelArgs& c = a.c;
   int K = c.topk;
   int token = first + warp;
@@ -153,7 +169,14 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
       direct = (e % c.localExperts) * c.nranks * c.maxTokens + slot;
       a.srcInfo[direct] = token;
     } else {
-      dst = messageAddress(a, e, slot);
+      int dstRank = e / c.localExperts;
+      uint64_t offset = messageOffset(a, e, slot);
+      if (llIsIbgda(c, dstRank)) {
+        dst = c.ownBuffer + c.sendOffset + ((size_t)token * K + lane) * a.msgBytes;
+        *put = PendingPut{dstRank, dst, offset};
+      } else {
+        dst = c.routes[dstRank].base + offset;
+      }
       llStore16(dst, make_int4(token, lane, 0, 0));
     }
   }
@@ -226,7 +249,8 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
   for (int first = begin; first < end; first += kLlWarps) {
-    assignRound(a, hist, sh, first, end, warp, lane);
+    PendingPut put;
+    assignRound(a, hist, sh, first, end, warp, lane, &put);
     int units = min(kLlWarps, end - first) * chunks;
     for (int u = warp; u < units; u += kLlWarps) {
       int t = u / chunks, chunk = u % chunks;
@@ -235,6 +259,10 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
       else sendChunkBf16(a, row, sh.dst[t], sh.direct[t], chunk, lane);
     }
     __syncthreads();
+    if (put.peer >= 0) {  // the round's messages are whole: each ibgda pair's thread posts its own
+      llIbgdaFenceStaged();
+      llIbgdaPut(c, put.peer, put.local, put.remoteOffset, messageUsedBytes(a));
+    }
   }
   if (llLastBlock(c, &c.state->sendDone[c.half])) {
     uint32_t tag = (uint32_t)seq;
@@ -242,9 +270,10 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
       int dstRank = e / c.localExperts, le = e % c.localExperts;
       if (dstRank == c.rank) continue;  // own experts: counted by every block, no signal
       uint64_t count = (uint64_t)min(total[e], c.maxTokens);
-      uint64_t* word = llSignalWord(c.routes[dstRank].base, c, c.dispatchSignalWord + le * c.nranks + c.rank);
-      llStoreRelease(word, ((uint64_t)tag << 32) | count, c.sysScope);
+      llSetPeerSignal(c, dstRank, c.dispatchSignalWord + le * c.nranks + c.rank, ((uint64_t)tag << 32) | count);
     }
+    __syncthreads();  // every signal posted before the quiet that covers them
+    llIbgdaQuietAll(c);
     llPublishSequence(c, seq);
   }
 }
@@ -282,70 +311,118 @@ __device__ void unpackChunk(const llDispatchKernelArgs& a, const char* msg, int 
   }
 }
 
-__device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, uint64_t seq) {
+// Exclusive prefix sum of v[0..n) in place, v[n] = the total, by the whole block.
+__device__ void blockExclusiveScan(int* v, int n) {
+  __shared__ int warpSums[kLlWarps];
+  int per = (n + blockDim.x - 1) / blockDim.x, first = min(n, (int)threadIdx.x * per), last = min(n, first + per);
+  int mine = 0;
+  for (int i = first; i < last; i++) mine += v[i];
+  int lane = threadIdx.x % 32, warp = threadIdx.x / 32, inclusive = mine;
+  for (int d = 1; d < 32; d <<= 1) {
+    int other = __shfl_up_sync(0xffffffffu, inclusive, d);
+    if (lane >= d) inclusive += other;
+  }
+  if (lane == 31) warpSums[warp] = inclusive;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < kLlWarps ? warpSums[lane] : 0;
+    for (int d = 1; d < 32; d <<= 1) {
+      int other = __shfl_up_sync(0xffffffffu, w, d);
+      if (lane >= d) w += other;
+    }
+    if (lane < kLlWarps) warpSums[lane] = w;  // inclusive over warps
+  }
+  __syncthreads();
+  int running = inclusive - mine + (warp > 0 ? warpSums[warp - 1] : 0);
+  for (int i = first; i < last; i++) {
+    int x = v[i];
+    v[i] = running;
+    running += x;
+  }
+  if (threadIdx.x == blockDim.x - 1) v[n] = running;
+  __syncthreads();
+}
+
+// The item (local expert, source) holding message m of the flat order: the last i with start[i] <= m.
+__device__ __forceinline__ int itemOfMessage(const int* start, int items, int m) {
+  int lo = 0, hi = items - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (start[mid] <= m) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Every block learns every item's count (this rank's own from its histogram, the others from their
+// signals), so all messages form one flat list that the grid's warps copy in one pass: no block waits
+// for an item while another still copies. Items are (local expert le, source) = le * R + source.
+//   start[E + 1]: where each item's messages begin in the flat list (own items have none)
+//   firstRow[E]:  each item's first row in the expert's output (the row order: owner, owner + 1, ...)
+__device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, int* start, int* firstRow, uint64_t seq) {
   const llCommonKernelArgs& c = a.c;
-  int R = c.nranks, El = c.localExperts;
+  int R = c.nranks, El = c.localExperts, items = El * R;
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __shared__ int beginRow, rowCount;
   uint32_t tag = (uint32_t)seq;
   // Only the threads that may wait read the clock: it is slow to read.
-  uint64_t waitStart = a.waitTimeStats && threadIdx.x < c.nranks ? llGlobalTimerNs() : 0;
-  for (int item = blockIdx.x; item < El * R; item += gridDim.x) {
-    int le = item / R, src = item % R;
-    int position = (src - c.rank + R) % R;  // in this rank's row order: itself first
-    if (threadIdx.x == 0) beginRow = 0;
-    __syncthreads();
-    // Rows of the sources before src come first: their counts give this item's first row.
-    for (int i = threadIdx.x; i <= position; i += blockDim.x) {
-      int s = (c.rank + i) % R, count;
-      if (i == 0) {
-        count = min(total[c.rank * El + le], c.maxTokens);
-      } else {
-        const uint64_t* word = llSignalWord(c.ownBuffer, c, c.dispatchSignalWord + le * R + s);
-        count = (int)(uint32_t)llWaitTagged(c, word, tag);
-      }
-      if (i < position) atomicAdd(&beginRow, count);
-      else rowCount = count;
-      if (i == position && a.waitTimeStats)
+  uint64_t waitStart = a.waitTimeStats && blockIdx.x == 0 ? llGlobalTimerNs() : 0;
+  for (int i = threadIdx.x; i < items; i += blockDim.x) {
+    int src = i % R, count = 0;
+    if (src != c.rank) {
+      count = (int)(uint32_t)llWaitTagged(c, llSignalWord(c.ownBuffer, c, c.dispatchSignalWord + i), tag);
+      if (waitStart)
         atomicAdd((unsigned long long*)&a.waitTimeStats[src], (unsigned long long)(llGlobalTimerNs() - waitStart));
     }
-    __syncthreads();
-    int begin = beginRow, count = min(rowCount, c.maxTokens);
-    if (threadIdx.x == 0) {
-      a.layoutRange[(size_t)le * R + src] = ((int64_t)begin << 32) | count;
-      if (position == R - 1) {
-        a.recvCount[le] = begin + count;
-        if (a.cumulativeRecvStats) atomicAdd(&a.cumulativeRecvStats[le], begin + count);
-      }
+    start[i] = min(count, c.maxTokens);
+  }
+  __syncthreads();
+  // Row order per expert: own rows first (count from the histogram), then the other sources in turn.
+  for (int le = threadIdx.x; le < El; le += blockDim.x) {
+    int row = 0;
+    for (int p = 0; p < R; p++) {
+      int src = (c.rank + p) % R, i = le * R + src;
+      int count = src == c.rank ? min(total[c.rank * El + le], c.maxTokens) : start[i];
+      firstRow[i] = row;
+      if (blockIdx.x == 0) a.layoutRange[i] = ((int64_t)row << 32) | count;
+      row += count;
     }
-    if (src != c.rank) {  // this rank's own block was written by its send phase
-      const char* base = c.ownBuffer + c.recvOffset + ((size_t)le * R + src) * c.maxTokens * a.msgBytes;
-      int rowBytes = (a.flags & LL_FP8) ? c.hidden : 2 * c.hidden;
-      int chunks = (rowBytes / 16 + 31) / 32;
-      for (int u = warp; u < count * chunks; u += kLlWarps)
-        unpackChunk(a, base + (size_t)(u / chunks) * a.msgBytes, le, begin + u / chunks, u % chunks, lane);
+    if (blockIdx.x == 0) {
+      a.recvCount[le] = row;
+      if (a.cumulativeRecvStats) atomicAdd(&a.cumulativeRecvStats[le], row);
     }
-    __syncthreads();
+  }
+  blockExclusiveScan(start, items);
+  // One flat pass: (message, 512-byte chunk) units over every warp of the grid.
+  int rowBytes = (a.flags & LL_FP8) ? c.hidden : 2 * c.hidden;
+  int chunks = (rowBytes / 16 + 31) / 32;
+  size_t units = (size_t)start[items] * chunks;
+  for (size_t u = (size_t)blockIdx.x * kLlWarps + warp; u < units; u += (size_t)gridDim.x * kLlWarps) {
+    int m = (int)(u / chunks), chunk = (int)(u % chunks);
+    int i = itemOfMessage(start, items, m), j = m - start[i];
+    const char* msg = c.ownBuffer + c.recvOffset + ((size_t)i * c.maxTokens + j) * a.msgBytes;
+    unpackChunk(a, msg, i / R, firstRow[i] + j, chunk, lane);
   }
   if (llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);
 }
 
 __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatchKernelArgs a) {
-  extern __shared__ int counts[];  // hist[E], total[E]
+  // hist[E] (send; the receive phase's start[E + 1] after), total[E], firstRow[E]
+  extern __shared__ int counts[];
   __shared__ DispatchShared sh;
   int* hist = counts;
-  int* total = counts + a.c.numExperts;
+  int* total = counts + a.c.numExperts + 1;
+  int* firstRow = total + a.c.numExperts;
   uint64_t seq, prevOnHalf;
   llCallSequence(a.c, &seq, &prevOnHalf);
   if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, total, seq, prevOnHalf);
   else countPairs(a, hist, total, 0);  // a hook's receive phase: the own counts again
-  if ((a.c.phases & LL_PHASE_RECV) && !oneRankFused(a.c)) recvPhase(a, total, seq);
+  if ((a.c.phases & LL_PHASE_RECV) && !oneRankFused(a.c)) recvPhase(a, total, hist, firstRow, seq);
 }
 
 }  // namespace
 
 cudaError_t llLaunchDispatch(const llDispatchKernelArgs& args, int blocks, cudaStream_t stream) {
-  size_t smem = 2 * (size_t)args.c.numExperts * sizeof(int);
+  size_t smem = (3 * (size_t)args.c.numExperts + 1) * sizeof(int);
   if (smem > 48 * 1024) {
     cudaError_t err = cudaFuncSetAttribute(dispatchKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (err != cudaSuccess) return err;

@@ -24,11 +24,19 @@ struct llDeviceState {
   int32_t pad;
 };
 
+// The first error the GPU found, in host-mapped memory so the host can read it while kernels still run.
+struct llAsyncError {
+  int32_t code;         // llResult_t; 0 while none
+  int32_t peer;         // ibgda: the peer whose QP completed a WQE with an error CQE, else -1
+  uint32_t syndrome;    // that CQE's syndrome (transport/ibgda/mlx5_cqe.h)
+  uint32_t wqeCounter;  // and the failed WQE's counter
+};
+
 struct llCommonKernelArgs {
   const llRoute* routes;     // [R]
   char* ownBuffer;           // this rank's symmetric buffer
   llDeviceState* state;
-  volatile int* asyncError;  // host-mapped: first llResult_t found on the GPU
+  volatile llAsyncError* asyncError;  // host-mapped: first error found on the GPU
   int rank, nranks, numExperts, localExperts;
   int maxTokens, hidden, topk, numTokens;
   int half;

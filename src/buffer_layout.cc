@@ -1,5 +1,7 @@
 #include "buffer_layout.h"
 
+#include <algorithm>
+
 #include "api.h"
 #include "checks.h"
 #include "config.h"
@@ -17,7 +19,8 @@ llBufferLayout llBufferLayoutFor(int N, int H, int R, int E) {
   l.combineSignalWord = e;  // E_l * R dispatch words come first
   l.creditWord = e + (size_t)R;
   size_t signalBytes = alignUp((e + 2 * (size_t)R) * sizeof(uint64_t), kLlBufferAlign);
-  size_t sendBytes = alignUp(e * n * l.combineRowBytes, kLlBufferAlign);  // [E_l][R*N] rows = E*N
+  // [E_l][R*N] combine rows = E*N; ibgda also stages a dispatch's messages here, up to N * K of them.
+  size_t sendBytes = alignUp(std::max(e * n * l.combineRowBytes, n * LL_MAX_TOPK * l.dispatchMsgBytes), kLlBufferAlign);
   size_t recvBytes = alignUp(e * n * l.dispatchMsgBytes, kLlBufferAlign);  // also holds [E][N] rows
   size_t off = 0;
   for (llBufferHalf& h : l.half) {

@@ -8,7 +8,8 @@
 //               combine  [R]       (expert rank): seq, once all its rows for this rank are written
 //               credit   [R]       (peer): seq of the last call on this half the peer has consumed,
 //                                  which a sender waits for before reusing the half on that peer
-//   send    : what this rank sends from (combine zero-copy: [E_l][R*N] rows of H bf16)
+//   send    : what this rank sends from (combine zero-copy: [E_l][R*N] rows of H bf16; ibgda stages
+//             what it posts here: dispatch messages [N][K], combine rows [E_l][R*N])
 //   recv    : what peers deliver: dispatch messages [E_l][R][N], or combine rows [E][N] (one per
 //             global expert and token of this rank)
 #pragma once

@@ -30,8 +30,9 @@ llResult_t llCallsSetup(llComm* comm) {
   CUDACHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, comm->cudaDev));
   int onThisGpu = 0;
   for (const llPeerInfo& p : comm->peers)
-    onThisGpu += p.hostHash == comm->peers[comm->rank].hostHash && strcmp(p.busId, comm->peers[comm->rank].busId) == 0;
-  comm->sysScope = onThisGpu != comm->nranks;
+    onThisGpu += p.machineHash == comm->peers[comm->rank].machineHash && strcmp(p.busId, comm->peers[comm->rank].busId) == 0;
+  // A NIC reads and writes through the system, as another GPU does.
+  comm->sysScope = onThisGpu != comm->nranks || comm->ibgda != nullptr;
   comm->blocks = c.numSms > 0 ? c.numSms : sms / (onThisGpu > 0 ? onThisGpu : 1);
   if (comm->blocks < 1) comm->blocks = 1;
   if (comm->blocks > sms) comm->blocks = sms;
@@ -166,7 +167,7 @@ LL_API llResult_t llCleanBuffer(llComm_t comm, cudaStream_t stream) {
     CUDACHECK(cudaMemset(comm->buffer + h.signalOffset, 0, h.signalBytes));
   CUDACHECK(cudaMemset(comm->devState, 0, sizeof(llDeviceState)));
   CUDACHECK(cudaDeviceSynchronize());
-  *comm->asyncError = llSuccess;
+  llClearAsyncError(comm);
   // Call numbers go on (handles from before stay valid); only what was in flight is forgotten.
   comm->zeroCopyCall = 0;
   for (llComm::PendingRecv& p : comm->pending) p = llComm::PendingRecv{};

@@ -6,12 +6,17 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "buffer_layout.h"
 #include "calls.h"
 #include "checks.h"
 #include "param.h"
 #include "transport/p2p/p2p.h"
+#ifdef LLEP_HAVE_IBGDA
+#include "transport/ibgda/transport.h"
+#endif
 
 namespace {
 
@@ -22,9 +27,8 @@ uint64_t fnv1a(const char* s, uint64_t h = 0xcbf29ce484222325ull) {
   return h;
 }
 
-// Ranks with equal hashes share a host. The boot id tells apart containers that share a host name;
-// LLEP_LOCAL_RANKS=n splits one host into simulated nodes of n ranks (tests of the inter-node path).
-uint64_t hostHash(int rank) {
+// Ranks with equal hashes share a machine. The boot id tells apart containers that share a host name.
+uint64_t machineHash() {
   char host[256] = "";
   gethostname(host, sizeof(host) - 1);
   uint64_t h = fnv1a(host);
@@ -34,9 +38,14 @@ uint64_t hostHash(int rank) {
     if (fgets(boot, sizeof(boot), f)) h = fnv1a(boot, h);
     fclose(f);
   }
-  int64_t local = llParamLocalRanks();
-  if (local > 0) h += (uint64_t)(rank / local) * 0x9e3779b97f4a7c15ull;
   return h;
+}
+
+// Ranks with equal hashes count as one node for routing: the machine, or with LLEP_LOCAL_RANKS=n one
+// simulated node of n ranks (tests of the inter-node path on one machine).
+uint64_t hostHash(int rank, uint64_t machine) {
+  int64_t local = llParamLocalRanks();
+  return local > 0 ? machine + (uint64_t)(rank / local) * 0x9e3779b97f4a7c15ull : machine;
 }
 
 // Every rank checks the same gathered table, so all of them fail alike on a disagreement.
@@ -59,18 +68,70 @@ llResult_t checkAgreement(const llComm* comm) {
   return llSuccess;
 }
 
+// What each rank tells the others before any transport connects, so that all of them decide alike.
+enum RouteNeed : int { kP2pOnly = 0, kNeedsIbgda = 1, kIbgdaUnusable = 2, kUnreachable = 3 };
+
+// This rank's route kind to each peer: p2p where allowed and reachable, else ibgda where allowed.
+RouteNeed planRoutes(const llComm* comm, std::vector<bool>* p2p, int* unreachable, std::string* why) {
+  RouteNeed need = kP2pOnly;
+  for (int r = 0; r < comm->nranks; r++) {
+    bool self = r == comm->rank;  // a rank's own buffer is always reached directly
+    (*p2p)[r] = self || ((comm->config.transports & LL_TRANSPORT_P2P) && llP2pCanReach(comm, comm->peers[r]));
+    if ((*p2p)[r]) continue;
+    if (!(comm->config.transports & LL_TRANSPORT_IBGDA)) {
+      *unreachable = r;
+      return kUnreachable;
+    }
+    need = kNeedsIbgda;
+  }
+  if (need != kNeedsIbgda) return need;
+#ifdef LLEP_HAVE_IBGDA
+  return llIbgdaTransportUsable(why) ? kNeedsIbgda : kIbgdaUnusable;
+#else
+  *why = "this llep was built without rdma-core's headers (libibverbs-dev)";
+  return kIbgdaUnusable;
+#endif
+}
+
 llResult_t connectPeers(llComm* comm) {
   comm->routes.assign(comm->nranks, llRoute{});
-  for (int r = 0; r < comm->nranks; r++) {
-    const llPeerInfo& peer = comm->peers[r];
-    if ((comm->config.transports & LL_TRANSPORT_P2P) && llP2pCanReach(comm, peer)) {
-      LLCHECK(llP2pConnect(comm, peer, &comm->routes[r]));
-      continue;
-    }
+  std::vector<bool> p2p(comm->nranks);
+  int unreachable = -1;
+  std::string why;
+  RouteNeed mine = planRoutes(comm, &p2p, &unreachable, &why);
+  std::vector<int> needs(comm->nranks);
+  needs[comm->rank] = mine;
+  LLCHECK(comm->bootstrap->allGather(needs.data(), sizeof(int)));
+  if (mine == kUnreachable) {
+    const llPeerInfo& peer = comm->peers[unreachable];
     LL_WARN("rank %d cannot reach rank %d (pid %d, GPU %s) with the allowed transports 0x%x "
-            "(p2p needs the same host and peer access; ibgda is not available)",
-            comm->rank, r, peer.pid, peer.busId, comm->config.transports);
+            "(p2p needs the same host and peer access; ibgda is not allowed)",
+            comm->rank, unreachable, peer.pid, peer.busId, comm->config.transports);
     return llInvalidUsage;
+  }
+  if (mine == kIbgdaUnusable) {
+    LL_WARN("rank %d needs ibgda but cannot use it: %s", comm->rank, why.c_str());
+    return llSystemError;
+  }
+  bool anyIbgda = false;
+  for (int r = 0; r < comm->nranks; r++) {
+    LL_REQUIRE(needs[r] == kP2pOnly || needs[r] == kNeedsIbgda, needs[r] == kUnreachable ? llInvalidUsage : llSystemError,
+               "rank %d cannot reach every rank with the allowed transports (see its log)", r);
+    anyIbgda |= needs[r] == kNeedsIbgda;
+  }
+  if (anyIbgda) {
+#ifdef LLEP_HAVE_IBGDA
+    LLCHECK(llIbgdaTransportConnect(comm, &comm->ibgda));
+#endif
+  }
+  for (int r = 0; r < comm->nranks; r++) {
+    if (p2p[r]) {
+      LLCHECK(llP2pConnect(comm, comm->peers[r], &comm->routes[r]));
+    } else {
+#ifdef LLEP_HAVE_IBGDA
+      llIbgdaTransportRoute(comm->ibgda, comm->peers[r], &comm->routes[r]);
+#endif
+    }
   }
   CUDACHECK(cudaMalloc((void**)&comm->devRoutes, comm->nranks * sizeof(llRoute)));
   CUDACHECK(cudaMemcpy(comm->devRoutes, comm->routes.data(), comm->nranks * sizeof(llRoute),
@@ -82,14 +143,15 @@ llResult_t setup(llComm* comm) {
   CUDACHECK(cudaGetDevice(&comm->cudaDev));
   CUDACHECK(cudaMalloc((void**)&comm->buffer, comm->config.bufferBytes));
   CUDACHECK(cudaMemset(comm->buffer, 0, comm->config.bufferBytes));
-  CUDACHECK(cudaHostAlloc((void**)&comm->asyncError, sizeof(int), cudaHostAllocMapped));
-  *comm->asyncError = llSuccess;
+  CUDACHECK(cudaHostAlloc((void**)&comm->asyncError, sizeof(llAsyncError), cudaHostAllocMapped));
+  llClearAsyncError(comm);
 
   llPeerInfo self{};
   self.magic = kPeerInfoMagic;
   self.rank = comm->rank;
   self.nranks = comm->nranks;
-  self.hostHash = hostHash(comm->rank);
+  self.machineHash = machineHash();
+  self.hostHash = hostHash(comm->rank, self.machineHash);
   self.pid = getpid();
   self.cudaDev = comm->cudaDev;
   CUDACHECK(cudaDeviceGetPCIBusId(self.busId, sizeof(self.busId), comm->cudaDev));
@@ -111,6 +173,31 @@ llResult_t setup(llComm* comm) {
 }
 
 }  // namespace
+
+void llClearAsyncError(llComm* comm) {
+  comm->asyncError->peer = -1;
+  comm->asyncError->syndrome = 0;
+  comm->asyncError->wqeCounter = 0;
+  comm->asyncError->code = llSuccess;
+  comm->asyncErrorDescribed = false;
+}
+
+void llDescribeAsyncError(llComm* comm) {
+  if (comm->asyncErrorDescribed) return;
+  comm->asyncErrorDescribed = true;
+  volatile llAsyncError& e = *comm->asyncError;
+  if (e.code == llRemoteError && e.peer >= 0) {
+#ifdef LLEP_HAVE_IBGDA
+    const char* name = llIbgdaTransportSyndromeName(e.syndrome);
+#else
+    const char* name = "error CQE";
+#endif
+    LL_WARN("rank %d: ibgda WQE %u to rank %d failed: %s (syndrome 0x%x)", comm->rank, e.wqeCounter, e.peer, name,
+            e.syndrome);
+    return;
+  }
+  LL_WARN("rank %d: a kernel reported %s", comm->rank, llGetErrorString((llResult_t)e.code));
+}
 
 llResult_t llCommSetup(llBootstrap* bootstrap, const llCommConfig& config, llComm** out) {
   std::unique_ptr<llBootstrap> owned(bootstrap);
@@ -139,6 +226,11 @@ llResult_t llCommTeardown(llComm* comm, bool barrier) {
   if (barrier && (r = comm->bootstrap->barrier()) != llSuccess) res = r;
   for (llRoute& route : comm->routes)
     if ((r = llP2pDisconnect(comm, &route)) != llSuccess) res = r;
+#ifdef LLEP_HAVE_IBGDA
+  // Every rank's kernels are done and quiet: no QP has work left, so the QPs can go.
+  if ((r = llIbgdaTransportClose(comm->ibgda)) != llSuccess) res = r;
+  comm->ibgda = nullptr;
+#endif
   if (barrier && (r = comm->bootstrap->barrier()) != llSuccess) res = r;
   llCallsTeardown(comm);
   if (comm->devRoutes && cudaFree(comm->devRoutes) != cudaSuccess) res = llCudaError;

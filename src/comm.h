@@ -18,7 +18,8 @@ struct llPeerInfo {
   uint64_t magic;
   int rank;
   int nranks;
-  uint64_t hostHash;  // same value <=> same host (or same simulated node, LLEP_LOCAL_RANKS)
+  uint64_t hostHash;     // same value <=> same node for routing (the machine, or a simulated node: LLEP_LOCAL_RANKS)
+  uint64_t machineHash;  // same value <=> same machine (which GPUs ranks really share)
   int pid;
   int cudaDev;
   char busId[32];     // PCI bus id of the GPU, to find it from other processes
@@ -36,7 +37,9 @@ struct llComm {
   std::vector<llPeerInfo> peers;     // indexed by rank
   std::vector<llRoute> routes;       // host copy, indexed by rank
   llRoute* devRoutes = nullptr;      // device copy [device]
-  volatile int* asyncError = nullptr;  // kernels write an llResult_t here [host-mapped]
+  volatile llAsyncError* asyncError = nullptr;  // kernels write their first error here [host-mapped]
+  bool asyncErrorDescribed = false;   // its message was logged (once per error)
+  struct llIbgdaTransport* ibgda = nullptr;  // QPs to every rank, when some route is ibgda
 
   // Dispatch/combine state (src/calls.cc).
   uint64_t tag = 0;                     // tells this communicator's handles and hooks from others'
@@ -63,3 +66,8 @@ llResult_t llCommSetup(llBootstrap* bootstrap, const llCommConfig& config, llCom
 
 // Frees what the communicator owns; collective when barrier is true.
 llResult_t llCommTeardown(llComm* comm, bool barrier);
+
+// Forgets the GPU's error record (init, llCleanBuffer).
+void llClearAsyncError(llComm* comm);
+// Logs, once per error, what the GPU reported (an ibgda error names the peer and the CQE's syndrome).
+void llDescribeAsyncError(llComm* comm);

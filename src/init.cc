@@ -98,7 +98,8 @@ LL_API llResult_t llCommDestroy(llComm_t comm) {
 LL_API llResult_t llCommGetAsyncError(llComm_t comm, llResult_t* asyncError) {
   LL_REQUIRE(comm != nullptr, llInvalidArgument, "llCommGetAsyncError: comm is NULL");
   LL_REQUIRE(asyncError != nullptr, llInvalidArgument, "llCommGetAsyncError: asyncError is NULL");
-  *asyncError = (llResult_t)*comm->asyncError;
+  *asyncError = (llResult_t)comm->asyncError->code;
+  if (*asyncError != llSuccess) llDescribeAsyncError(comm);
   return llSuccess;
 }
 

@@ -3,7 +3,8 @@
 #   one GPU:      R=1 at 128..1024 tokens (fp8 and bf16 dispatch, eager and CUDA graph), then R=2,4,8
 #                 ranks sharing the GPU under MPS at 128 tokens;
 #   several GPUs: one rank per GPU at 128 and 512 tokens (fp8 and bf16, eager and CUDA graph), with the
-#                 NCCL baseline (ncclSend/ncclRecv of the same bytes) in the eager runs.
+#                 NCCL baseline (ncclSend/ncclRecv of the same bytes) in the eager runs, a send-only run
+#                 (send and receive phases apart), and SM-store bandwidth to the peer GPU.
 # JSON and the printed tables go to $OUT (default /tmp/llep-out). Run after a build in $BUILD
 # (tools/gpu-check.sh makes one).
 set -uo pipefail
@@ -25,6 +26,9 @@ if [ "$gpus" -gt 1 ]; then
   run "r${gpus}_fp8" "$gpus" -b 128 -e 512 -f 4
   run "r${gpus}_bf16" "$gpus" -b 128 -e 512 -f 4 -d bf16
   run "r${gpus}_fp8_graph" "$gpus" -b 128 -e 512 -f 4 -G 1
+  run "r${gpus}_fp8_send_only" "$gpus" -b 128 -e 128 -z 1
+  echo "## SM stores to a peer GPU"
+  "$BUILD/test/perf/peer_store_bw" | tee "$OUT/peer_store_bw.txt"
   exit 0
 fi
 run r1_fp8 1 -b 128 -e 1024 -f 8

@@ -3,6 +3,8 @@
 //
 //   llrun -np R test_p2p_routes cycles     # warm-up + 3 init/check/destroy cycles
 //   llrun -np R test_p2p_routes disagree   # rank 1 passes another hidden size: all ranks must refuse
+//   llrun -np R test_p2p_routes transports # ibgda without an RDMA device fails at init, naming why; auto
+//                                          # then routes every peer of this machine through p2p
 // Exit 77 where there is no GPU.
 #include <cuda_runtime_api.h>
 #include <dirent.h>
@@ -132,6 +134,31 @@ int runDisagree() {
   return 0;
 }
 
+// Run without LLEP_IB_DEVICE=model: with rdma-core and no NIC (or no rdma-core), ibgda is unusable.
+int runTransports() {
+  CHECK(gWorld >= 2, "needs at least 2 ranks");
+  CHECK(getenv("LLEP_IB_DEVICE") == nullptr, "run without LLEP_IB_DEVICE");
+  llConfig_t config = testConfig();
+  config.transports = LL_TRANSPORT_IBGDA;
+  llComm_t comm = nullptr;
+  llResult_t res = llCommInitRank(&comm, gWorld, directId(1), gRank, &config);
+  std::string refused = llGetLastError(nullptr);
+  CHECK(res == llSystemError, "ibgda without a NIC: expected llSystemError, got %d", res);
+  CHECK(comm == nullptr, "comm set on failure");
+  CHECK(refused.find("ibgda") != std::string::npos &&
+            (refused.find("no RDMA device") != std::string::npos || refused.find("rdma-core not found") != std::string::npos),
+        "message does not say why: %s", refused.c_str());
+  config.transports = LL_TRANSPORT_ALL;
+  CHECK(llCommInitRank(&comm, gWorld, directId(2), gRank, &config) == llSuccess, "auto after the refusal");
+  for (const llRoute& r : comm->routes) CHECK(r.type == LL_ROUTE_P2P, "auto: rank %u not routed through p2p", r.peer);
+  llRouteCheckResult check{};
+  CHECK(llRouteCheck(comm, 1, &check) == llSuccess && check.wrongWords == 0 && check.missingSignals == 0,
+        "auto: routes do not work");
+  CHECK(llCommDestroy(comm) == llSuccess, "llCommDestroy");
+  printf("rank %d: PASS (ibgda refused: %s; auto: every peer p2p)\n", gRank, refused.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -148,6 +175,7 @@ int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "cycles";
   if (mode == "cycles") return runCycles();
   if (mode == "disagree") return runDisagree();
+  if (mode == "transports") return runTransports();
   fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;
 }
