@@ -1,5 +1,9 @@
 #include "transport/ibgda/setup.h"
 
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -41,6 +45,56 @@ Layout layoutFor(int nranks, uint32_t logSq, uint32_t logCq) {
   l.records = l.perPeer * nranks;
   l.total = roundUp(l.records + (size_t)nranks * 2 * kRecordBytes, kRingAlign);
   return l;
+}
+
+// A dma-buf file descriptor for GPU memory [buffer, buffer + bytes), or -1 when CUDA cannot give one (not
+// GPU memory, a driver without cuMemGetHandleForAddressRange, or no dma-buf support on this system).
+int gpuDmabufFd(void* buffer, size_t bytes) {
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, buffer) != cudaSuccess || attr.type != cudaMemoryTypeDevice) {
+    (void)cudaGetLastError();
+    return -1;
+  }
+  using GetHandle = CUresult (*)(void*, CUdeviceptr, size_t, CUmemRangeHandleType, unsigned long long);
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  if (cudaGetDriverEntryPointByVersion("cuMemGetHandleForAddressRange", &fn, 12000, cudaEnableDefault, &found) !=
+          cudaSuccess ||
+      found != cudaDriverEntryPointSuccess || fn == nullptr) {
+    (void)cudaGetLastError();
+    return -1;
+  }
+  int fd = -1;
+  long page = sysconf(_SC_PAGESIZE);
+  size_t length = roundUp(bytes, page > 0 ? (size_t)page : 4096);  // the range must be whole host pages
+  if (reinterpret_cast<GetHandle>(fn)(&fd, (CUdeviceptr)(uintptr_t)buffer, length,
+                                      CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD, 0) != CUDA_SUCCESS)
+    return -1;
+  return fd;
+}
+
+// GPU memory is registered through a dma-buf where CUDA, rdma-core (ibv_reg_dmabuf_mr) and the kernel all
+// allow it; otherwise, and for host memory, with ibv_reg_mr, which for GPU memory needs the nvidia-peermem
+// module.
+llResult_t registerBuffer(const llVerbs* v, ibv_pd* pd, void* buffer, size_t bytes, ibv_mr** mr) {
+  int fd = v->regDmabufMr ? gpuDmabufFd(buffer, bytes) : -1;
+  if (fd >= 0) {
+    *mr = v->regDmabufMr(pd, 0, bytes, (uint64_t)(uintptr_t)buffer, fd, kAccess);
+    int err = errno;
+    close(fd);  // the registration holds its own reference to the dma-buf
+    if (*mr) {
+      LL_INFO(LL_INIT, "ibgda: %zu bytes at %p registered through a dma-buf", bytes, buffer);
+      return llSuccess;
+    }
+    LL_INFO(LL_INIT, "ibgda: ibv_reg_dmabuf_mr failed (%s); trying ibv_reg_mr (nvidia-peermem)", strerror(err));
+  }
+  *mr = v->regMr(pd, buffer, bytes, kAccess);
+  if (!*mr) {
+    LL_WARN("ibgda: ibv_reg_mr of %zu bytes at %p failed: %s%s", bytes, buffer, strerror(errno),
+            fd >= 0 ? "" : " (for GPU memory: dma-buf support or the nvidia-peermem module)");
+    return llSystemError;
+  }
+  return llSuccess;
 }
 
 // One rank's part of the exchange; followed by nranks QPNs (its QP towards each rank).
@@ -213,11 +267,7 @@ llResult_t connect(const llVerbs* v, llBootstrap* bs, void* buffer, size_t bytes
     return llSystemError;
   }
   ep->pdn = dvPd.pdn;
-  ep->mr = v->regMr(ep->pd, buffer, bytes, kAccess);
-  if (!ep->mr) {
-    LL_WARN("ibgda: ibv_reg_mr of %zu bytes at %p failed: %s", bytes, buffer, strerror(errno));
-    return llSystemError;
-  }
+  LLCHECK(registerBuffer(v, ep->pd, buffer, bytes, &ep->mr));
 
   const Layout l = layoutFor(R, o.logSqBbs, o.logCqSize);
   ep->ringMem = static_cast<uint8_t*>(ep->rings.alloc(l.total, kRingAlign, ep->rings.user));

@@ -13,10 +13,12 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "checks.h"
 #include "param.h"
 #include "transport/ibgda/model/provider.h"
+#include "transport/ibgda/nic_choice.h"
 
 namespace {
 
@@ -145,8 +147,14 @@ llResult_t llVerbsOpenDevx(const llVerbs* v, const char* name, ibv_context** con
     return llSystemError;
   }
   ibv_device* device = nullptr;
+  if (!name || !*name) {
+    // No name: the device nearest the current GPU in the PCI tree (the first when nothing tells them apart).
+    std::vector<std::string> paths;
+    for (int i = 0; i < n; i++) paths.push_back(llSysfsDevicePath(std::string(list[i]->ibdev_path) + "/device"));
+    device = list[llNearestNic(llCurrentGpuPciPath(), paths)];
+  }
   for (int i = 0; i < n && !device; i++)
-    if (!name || !*name || std::strcmp(v->getDeviceName(list[i]), name) == 0) device = list[i];
+    if (std::strcmp(v->getDeviceName(list[i]), name) == 0) device = list[i];
   if (!device) {
     LL_WARN("no RDMA device named %s among the %d found by %s (first: %s)", name, n, v->provider,
             v->getDeviceName(list[0]));

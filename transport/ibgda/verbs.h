@@ -53,6 +53,7 @@ llResult_t llVerbsLoad(const llVerbs** out);
 // library that does not exist. Libraries stay loaded for the life of the process.
 llResult_t llVerbsLoadLibraries(const char* verbsLib, const char* mlx5Lib, llVerbs* out);
 
-// Opens the device called `name` (the first device when name is null or empty) with DevX enabled. An empty
-// device list, or a name not in it, is llSystemError with a message naming what was found.
+// Opens the device called `name` (when name is null or empty: the one nearest the current GPU in the PCI
+// tree, nic_choice.h) with DevX enabled. An empty device list, or a name not in it, is llSystemError with a
+// message naming what was found.
 llResult_t llVerbsOpenDevx(const llVerbs* v, const char* name, ibv_context** context);
