@@ -3,7 +3,7 @@
 // written byte by byte into the send ring, CQEs read back raw; the PRM facts are restated here as in
 // test_nic_model.cc). The parent relays all-gathers between the ranks over pipes, standing in for the
 // bootstrap, and fails the case when a rank fails, dies, or outlives the case's deadline.
-// Also: MemoryRouter, and CudaMemory (skipped where there is no GPU).
+// Also: MemoryRouter, RegionRoutes, cudaDeviceOf, and CudaMemory (skipped where there is no GPU).
 #include <cuda_runtime_api.h>
 #include <dirent.h>
 #include <poll.h>
@@ -768,6 +768,59 @@ LL_TEST(memory_router_dispatch) {
   EXPECT(router.remove(base + 1024) == Status::kOk && router.remove(base + 1024) == Status::kNotFound);
   router.fetchAdd64(base + 1024 + 512, 1);
   EXPECT_EQ(fallback.ops, (size_t)2);
+}
+
+// Registrations that overlap share the router's ranges: each adds only what no range covers yet and holds
+// every range it touches, and a range stays while any holder is registered. A region over a range of
+// another memory is refused and changes nothing.
+LL_TEST(region_routes_share_overlaps) {
+  CountingMemory fallback, device, other;
+  RegionRoutes routes(fallback);
+  Block b(8192);
+  const uint64_t base = b.addr();
+  uint8_t buf[8192];
+  // Reads the whole block; returns how many of its bytes reached `device`.
+  auto deviceBytes = [&] {
+    const size_t before = device.bytes;
+    routes.memory().read(base, buf, sizeof(buf));
+    return device.bytes - before;
+  };
+  uint64_t umem = 0, mr = 0, again = 0, refused = 0;
+  EXPECT(routes.hold(base + 1024, 2048, device, &umem) == Status::kOk);
+  EXPECT(routes.hold(base + 2048, 2048, device, &mr) == Status::kOk);  // adds [3072, 4096) only
+  EXPECT(routes.hold(base + 1024, 2048, device, &again) == Status::kOk);
+  EXPECT(routes.hold(base + 4000, 200, other, &refused) == Status::kInvalidArgument);
+  EXPECT(routes.hold(base, 0, device, &refused) == Status::kInvalidArgument);
+  EXPECT(routes.hold(~0ull - 10, 20, device, &refused) == Status::kInvalidArgument);
+  EXPECT_EQ(deviceBytes(), (size_t)3072);
+  EXPECT_EQ(fallback.bytes, (size_t)(8192 - 3072));
+  EXPECT(routes.release(umem) == Status::kOk);
+  EXPECT(routes.release(again) == Status::kOk);
+  EXPECT_EQ(deviceBytes(), (size_t)3072);  // [1024, 2048) stays with the range that mr still touches
+  EXPECT(routes.release(mr) == Status::kOk && routes.release(mr) == Status::kNotFound);
+  EXPECT_EQ(deviceBytes(), (size_t)0);
+  EXPECT(routes.hold(base + 4000, 200, other, &refused) == Status::kOk);
+  EXPECT(routes.release(refused) == Status::kOk);
+}
+
+// Host memory is never device memory, with or without a GPU. With one, asking leaves no CUDA error behind
+// (without one, every runtime call reports the missing driver or device anyway), and cudaMalloc'd memory
+// is device memory, on its device.
+LL_TEST(cuda_device_of) {
+  Block b(4096);
+  int device = -7;
+  EXPECT(!cudaDeviceOf(b.addr(), &device));
+  EXPECT_EQ(device, -7);
+  if (!haveGpu()) return;
+  EXPECT(!cudaDeviceOf(b.addr(), &device));
+  EXPECT(cudaGetLastError() == cudaSuccess);
+  void* d = nullptr;
+  EXPECT(cudaMalloc(&d, 4096) == cudaSuccess);
+  EXPECT(cudaDeviceOf((uint64_t)(uintptr_t)d + 100, &device));
+  int current = -1;
+  EXPECT(cudaGetDevice(&current) == cudaSuccess);
+  EXPECT_EQ(device, current);
+  EXPECT(cudaFree(d) == cudaSuccess);
 }
 
 // A failed CUDA call is recorded, named, and a failed read yields zeros: without a GPU every access

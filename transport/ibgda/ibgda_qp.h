@@ -76,7 +76,15 @@ LL_HD inline uint8_t llIbgdaCompletionFlags(const LlIbgdaQp* qp, uint64_t first,
 // nothing at or past `consumed` is rewritten.
 LL_HD inline uint32_t llIbgdaWqeBbsAt(const LlIbgdaQp* qp, uint16_t wqeIdx) {
   const uint8_t* ctrl = static_cast<const uint8_t*>(llIbgdaSlot(qp, wqeIdx));
-  return llMlx5DsToWqeBbs(ctrl[7] & kLlMlx5DsMask);
+  return llMlx5DsToWqeBbs(llLoadVolatile(ctrl + 7) & kLlMlx5DsMask);  // written by another thread, maybe another SM
+}
+
+// A CQE as the NIC wrote it, read with volatile loads: a kernel must never parse a stale copy of the slot
+// that the previous lap of the ring left in its L1.
+LL_HD inline LlMlx5Cqe llIbgdaReadCqe(const uint8_t* cqe) {
+  uint32_t words[kLlMlx5CqeBytes / 4];
+  for (uint32_t i = 0; i < kLlMlx5CqeBytes / 4; i++) words[i] = llLoadVolatile(reinterpret_cast<const uint32_t*>(cqe) + i);
+  return llMlx5ParseCqe(words);
 }
 
 // Keeps the first error only; the counter is stored before the syndrome that readers test.
@@ -102,7 +110,7 @@ LL_HD inline uint32_t llIbgdaPollCq(LlIbgdaQp* qp) {
     const uint8_t* cqe = static_cast<const uint8_t*>(llMlx5CqeAt(qp->cq, qp->logCqSize, ci));
     if (!llMlx5CqeSwOwned(llLoadVolatile(cqe + kLlMlx5CqeOpOwnOffset), ci, qp->logCqSize)) break;
     llFenceAcquire();  // the rest of the CQE was written before its owner bit
-    const LlMlx5Cqe c = llMlx5ParseCqe(cqe);
+    const LlMlx5Cqe c = llIbgdaReadCqe(cqe);
     if (llMlx5CqeIsError(c.opcode)) llIbgdaRecordError(qp, c);
     consumed += static_cast<uint16_t>(c.wqeCounter - static_cast<uint16_t>(consumed));
     consumed += llIbgdaWqeBbsAt(qp, c.wqeCounter);

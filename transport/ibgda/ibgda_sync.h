@@ -87,10 +87,19 @@ LL_HD inline void llFenceSystem() {
 #endif
 }
 
+// A kernel that must never hang (a test against a device that may stop answering) may define
+// LL_IBGDA_DEVICE_SPIN_HOOK() before including this header: a statement that every spin loop of ibgda_qp.h
+// runs on each pause, and that may end the thread once a deadline has passed. Device code only, so the
+// host functions are the same in every translation unit.
+#ifndef LL_IBGDA_DEVICE_SPIN_HOOK
+#define LL_IBGDA_DEVICE_SPIN_HOOK() ((void)0)
+#endif
+
 // A short back-off inside spin loops: frees the issue slot on the GPU, the core on the host (CPU tests run
 // more spinning threads than cores).
 LL_HD inline void llPause() {
 #ifdef __CUDA_ARCH__
+  LL_IBGDA_DEVICE_SPIN_HOOK();
   __nanosleep(32);
 #else
   sched_yield();

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "transport/ibgda/model/cuda_memory.h"
+
 #include <cctype>
 #include <climits>
 #include <cstdlib>
@@ -52,6 +54,7 @@ std::string llSysfsDevicePath(const std::string& sysfsPath) {
 }
 
 std::string llCurrentGpuPciPath() {
+  if (!llnic::cudaDriverLoaded()) return "";  // no GPU in use: do not start CUDA to find one
   int dev = -1;
   char busId[32] = "";
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetPCIBusId(busId, sizeof(busId), dev) != cudaSuccess) {

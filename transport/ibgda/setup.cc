@@ -10,6 +10,7 @@
 
 #include "checks.h"
 #include "param.h"
+#include "transport/ibgda/model/cuda_memory.h"
 #include "transport/ibgda/prm_cmd.h"
 
 namespace {
@@ -50,11 +51,8 @@ Layout layoutFor(int nranks, uint32_t logSq, uint32_t logCq) {
 // A dma-buf file descriptor for GPU memory [buffer, buffer + bytes), or -1 when CUDA cannot give one (not
 // GPU memory, a driver without cuMemGetHandleForAddressRange, or no dma-buf support on this system).
 int gpuDmabufFd(void* buffer, size_t bytes) {
-  cudaPointerAttributes attr{};
-  if (cudaPointerGetAttributes(&attr, buffer) != cudaSuccess || attr.type != cudaMemoryTypeDevice) {
-    (void)cudaGetLastError();
-    return -1;
-  }
+  int device = -1;
+  if (!llnic::cudaDeviceOf((uint64_t)(uintptr_t)buffer, &device)) return -1;
   using GetHandle = CUresult (*)(void*, CUdeviceptr, size_t, CUmemRangeHandleType, unsigned long long);
   void* fn = nullptr;
   cudaDriverEntryPointQueryResult found{};

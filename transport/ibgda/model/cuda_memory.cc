@@ -1,11 +1,13 @@
 #include "transport/ibgda/model/cuda_memory.h"
 
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 namespace llnic {
 
@@ -24,6 +26,26 @@ std::mutex& atomicMutex() {
 }
 
 }  // namespace
+
+bool cudaDriverLoaded() {
+  void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  if (!driver) return false;
+  dlclose(driver);
+  return true;
+}
+
+bool cudaDeviceOf(uint64_t addr, int* device) {
+  if (!cudaDriverLoaded()) return false;
+  cudaPointerAttributes attributes{};
+  const cudaError_t e = cudaPointerGetAttributes(&attributes, devPtr(addr));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  if (attributes.type != cudaMemoryTypeDevice) return false;
+  *device = attributes.device;
+  return true;
+}
 
 // ---- CudaMemory ------------------------------------------------------------------------------------
 
@@ -59,19 +81,23 @@ bool CudaMemory::check(int cudaError, const char* what, uint64_t addr, size_t le
   return false;
 }
 
-// The stream belongs to device_; the calling thread's current device is restored afterwards, as this
-// may run on the application's own thread.
+// The calling thread works on device_ from then on, and is not switched back. The model reaches memory
+// from its own threads (the watcher, the wire's responder), which use CUDA for nothing else: switching
+// them back to their default device 0 would create a context on GPU 0 in every rank of a multi-GPU job.
+bool CudaMemory::onDevice() {
+  int current = -1;
+  if (!check(cudaGetDevice(&current), "cudaGetDevice", 0, 0)) return false;
+  return current == device_ || check(cudaSetDevice(device_), "cudaSetDevice", 0, 0);
+}
+
 CUstream_st* CudaMemory::stream() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stream_ || streamFailed_) return stream_;
   }
-  int previous = 0;
   cudaStream_t s = nullptr;
-  const bool made = check(cudaGetDevice(&previous), "cudaGetDevice", 0, 0) &&
-                    check(cudaSetDevice(device_), "cudaSetDevice", 0, 0) &&
-                    check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate", 0, 0) &&
-                    check(cudaSetDevice(previous), "cudaSetDevice(restore)", 0, 0);
+  const bool made =
+      onDevice() && check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate", 0, 0);
   std::lock_guard<std::mutex> lock(mutex_);
   if (stream_) {  // another thread made one meanwhile
     if (s) cudaStreamDestroy(s);
@@ -84,8 +110,9 @@ CUstream_st* CudaMemory::stream() {
 
 bool CudaMemory::toHost(void* dst, uint64_t addr, size_t len) {
   cudaStream_t s = stream();
-  const bool done = s && check(cudaMemcpyAsync(dst, devPtr(addr), len, cudaMemcpyDeviceToHost, s),
-                               "cudaMemcpyAsync(device to host)", addr, len) &&
+  const bool done = s && onDevice() &&
+                    check(cudaMemcpyAsync(dst, devPtr(addr), len, cudaMemcpyDeviceToHost, s),
+                          "cudaMemcpyAsync(device to host)", addr, len) &&
                     check(cudaStreamSynchronize(s), "cudaStreamSynchronize", addr, len);
   if (!done) std::memset(dst, 0, len);
   return done;
@@ -93,8 +120,9 @@ bool CudaMemory::toHost(void* dst, uint64_t addr, size_t len) {
 
 bool CudaMemory::toDevice(uint64_t addr, const void* src, size_t len) {
   cudaStream_t s = stream();
-  return s && check(cudaMemcpyAsync(devPtr(addr), src, len, cudaMemcpyHostToDevice, s),
-                    "cudaMemcpyAsync(host to device)", addr, len) &&
+  return s && onDevice() &&
+         check(cudaMemcpyAsync(devPtr(addr), src, len, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync(host to device)",
+               addr, len) &&
          check(cudaStreamSynchronize(s), "cudaStreamSynchronize", addr, len);
 }
 
@@ -202,6 +230,71 @@ uint32_t MemoryRouter::compareSwap32(uint64_t addr, uint32_t expected, uint32_t 
 
 uint64_t MemoryRouter::compareSwap64(uint64_t addr, uint64_t expected, uint64_t desired) {
   return route(addr).compareSwap64(addr, expected, desired);
+}
+
+// ---- RegionRoutes ----------------------------------------------------------------------------------
+
+std::vector<std::map<uint64_t, RegionRoutes::Range>::iterator> RegionRoutes::touching(uint64_t addr,
+                                                                                      uint64_t end) {
+  std::vector<std::map<uint64_t, Range>::iterator> found;
+  auto it = ranges_.upper_bound(addr);
+  if (it != ranges_.begin() && std::prev(it)->second.end > addr) --it;
+  for (; it != ranges_.end() && it->first < end; ++it) found.push_back(it);
+  return found;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> RegionRoutes::gaps(uint64_t addr, uint64_t end) {
+  std::vector<std::pair<uint64_t, uint64_t>> found;
+  uint64_t at = addr;
+  for (auto it : touching(addr, end)) {
+    if (it->first > at) found.emplace_back(at, it->first);
+    at = std::max(at, it->second.end);
+  }
+  if (at < end) found.emplace_back(at, end);
+  return found;
+}
+
+Status RegionRoutes::hold(uint64_t addr, uint64_t length, Memory& memory, uint64_t* hold) {
+  if (length == 0 || addr + length < addr) return Status::kInvalidArgument;
+  const uint64_t end = addr + length;
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto it : touching(addr, end))
+    if (it->second.memory != &memory) return Status::kInvalidArgument;
+  std::vector<uint64_t> added;
+  for (const auto& [from, to] : gaps(addr, end)) {
+    // Gaps overlap no range, and ranges_ mirrors the router, so this holds; if not, undo and refuse.
+    if (router_.add(from, to - from, memory) != Status::kOk) {
+      for (uint64_t start : added) {
+        router_.remove(start);
+        ranges_.erase(start);
+      }
+      return Status::kInvalidArgument;
+    }
+    ranges_[from] = Range{to, &memory, 0};
+    added.push_back(from);
+  }
+  std::vector<uint64_t> held;
+  for (auto it : touching(addr, end)) {
+    it->second.holders++;
+    held.push_back(it->first);
+  }
+  *hold = nextHold_++;
+  holds_[*hold] = std::move(held);
+  return Status::kOk;
+}
+
+Status RegionRoutes::release(uint64_t hold) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto h = holds_.find(hold);
+  if (h == holds_.end()) return Status::kNotFound;
+  for (uint64_t start : h->second) {
+    auto r = ranges_.find(start);
+    if (--r->second.holders > 0) continue;
+    router_.remove(start);  // present: ranges_ mirrors the router
+    ranges_.erase(r);
+  }
+  holds_.erase(h);
+  return Status::kOk;
 }
 
 }  // namespace llnic

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "param.h"
+#include "transport/ibgda/model/cuda_memory.h"
 #include "transport/ibgda/model/socket_wire.h"
 
 namespace llnic {
@@ -229,6 +230,12 @@ struct Umem {
   Context* ctx;
   uint64_t addr;
   uint64_t size;
+  uint64_t route;  // the RegionRoutes hold of device memory; 0 for host memory
+};
+
+struct Mr {
+  ibv_mr pub;  // first, as above
+  uint64_t route;  // as Umem::route
 };
 
 struct Uar {
@@ -245,7 +252,7 @@ struct Obj {
 };
 
 struct Context {
-  explicit Context(uint16_t lid) : lid(lid), nic(hostMemory(), processWire()) {
+  explicit Context(uint16_t lid) : lid(lid), routes(hostMemory()), nic(routes.memory(), processWire()) {
     shell.ibv.device = modelDevice();
     shell.ibv.cmd_fd = -1;
     shell.ibv.async_fd = -1;
@@ -288,10 +295,14 @@ struct Context {
 
   ContextShell shell{};
   const uint16_t lid;
+  // Registered device memory is reached through the CudaMemory of its GPU, everything else as host memory.
+  // Declared before the model, which accesses memory through `routes` until it is destroyed.
+  std::map<int, std::unique_ptr<CudaMemory>> gpus;  // by device ordinal, made on first need; under mutex
+  RegionRoutes routes;
   NicModel nic;
   std::mutex mutex;  // guards the tables below (the watcher reads uars and qps)
   std::map<uint32_t, std::unique_ptr<ibv_pd>> pds;
-  std::map<uint32_t, std::unique_ptr<ibv_mr>> mrs;  // by lkey
+  std::map<uint32_t, std::unique_ptr<Mr>> mrs;  // by lkey
   std::map<uint32_t, std::unique_ptr<Umem>> umems;
   std::map<uint32_t, std::unique_ptr<Uar>> uars;
   std::map<Obj*, std::unique_ptr<Obj>> objs;
@@ -316,6 +327,28 @@ T* failWith(int err) {
 int failCode(int err) {
   errno = err;
   return err;
+}
+
+// Where the model reaches a region that a UMEM or MR covers: device memory through this context's
+// CudaMemory of its GPU (*route: the hold to release with the region), host memory through the routes'
+// fallback (*route 0). cudaDeviceOf runs before the lock is taken: its first call may start this library's
+// CUDA runtime, which takes a while, and the watcher needs the lock meanwhile.
+bool routeRegion(Context& c, uint64_t addr, uint64_t length, uint64_t* route) {
+  *route = 0;
+  int device = -1;
+  if (!cudaDeviceOf(addr, &device)) return true;
+  std::lock_guard<std::mutex> lock(c.mutex);
+  std::unique_ptr<CudaMemory>& gpu = c.gpus[device];
+  if (!gpu) gpu = std::make_unique<CudaMemory>(device);
+  if (c.routes.hold(addr, length, *gpu, route) == Status::kOk) return true;
+  std::fprintf(stderr, "llep model: cannot route [0x%llx, +%llu) to GPU %d: it wraps, or overlaps another GPU's\n",
+               (unsigned long long)addr, (unsigned long long)length, device);
+  return false;
+}
+
+// Releases what routeRegion held; a host region (route 0) holds nothing.
+void unroute(Context& c, uint64_t route) {
+  if (route) c.routes.release(route);
 }
 
 // ---- device list, contexts, port, GID ---------------------------------------------------------------------
@@ -440,6 +473,8 @@ int deallocPd(ibv_pd* pd) {
 constexpr int kModelAccess =
     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
 
+// The keys are known to no one before this returns, so routing the region after registering it opens no
+// window in which a key reaches unrouted device memory.
 ibv_mr* regMr(ibv_pd* pd, void* addr, size_t length, int access) {
   Context* ctx = pd ? contextOf(pd->context) : nullptr;
   if (!ctx || (access & ~(kModelAccess | IBV_ACCESS_RELAXED_ORDERING))) return failWith<ibv_mr>(EINVAL);
@@ -447,10 +482,14 @@ ibv_mr* regMr(ibv_pd* pd, void* addr, size_t length, int access) {
   if (ctx->nic.pd().registerRegion((uint64_t)(uintptr_t)addr, length, (uint32_t)(access & kModelAccess),
                                    &keys) != Status::kOk)
     return failWith<ibv_mr>(EINVAL);
-  auto mr = std::make_unique<ibv_mr>();
-  *mr = ibv_mr{pd->context, pd, addr, length, keys.lkey, keys.lkey, keys.rkey};
+  uint64_t route = 0;
+  if (!routeRegion(*ctx, (uint64_t)(uintptr_t)addr, length, &route)) {
+    ctx->nic.pd().deregisterRegion(keys.lkey);
+    return failWith<ibv_mr>(EINVAL);
+  }
+  auto mr = std::make_unique<Mr>(Mr{{pd->context, pd, addr, length, keys.lkey, keys.lkey, keys.rkey}, route});
   std::lock_guard<std::mutex> lock(ctx->mutex);
-  ibv_mr* out = mr.get();
+  ibv_mr* out = &mr->pub;
   ctx->mrs[keys.lkey] = std::move(mr);
   return out;
 }
@@ -458,11 +497,18 @@ ibv_mr* regMr(ibv_pd* pd, void* addr, size_t length, int access) {
 // The model cannot map a dma-buf; callers fall back to regMr, as on rdma-core without dma-buf support.
 ibv_mr* regDmabufMr(ibv_pd*, uint64_t, size_t, uint64_t, int, int) { return failWith<ibv_mr>(EOPNOTSUPP); }
 
+// The keys stop working before the memory stops being routed.
 int deregMr(ibv_mr* mr) {
   Context* ctx = mr ? contextOf(mr->context) : nullptr;
   if (!ctx || ctx->nic.pd().deregisterRegion(mr->lkey) != Status::kOk) return failCode(EINVAL);
-  std::lock_guard<std::mutex> lock(ctx->mutex);
-  ctx->mrs.erase(mr->lkey);
+  std::unique_ptr<Mr> record;
+  {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    auto it = ctx->mrs.find(mr->lkey);
+    record = std::move(it->second);
+    ctx->mrs.erase(it);
+  }
+  unroute(*ctx, record->route);
   return 0;
 }
 
@@ -477,8 +523,10 @@ int mlx5dvInitObj(mlx5dv_obj* obj, uint64_t type) {
 mlx5dv_devx_umem* umemReg(ibv_context* c, void* addr, size_t size, uint32_t) {
   Context* ctx = contextOf(c);
   if (!ctx || !addr || size == 0) return failWith<mlx5dv_devx_umem>(EINVAL);
+  uint64_t route = 0;
+  if (!routeRegion(*ctx, (uint64_t)(uintptr_t)addr, size, &route)) return failWith<mlx5dv_devx_umem>(EINVAL);
   std::lock_guard<std::mutex> lock(ctx->mutex);
-  auto u = std::make_unique<Umem>(Umem{{ctx->nextUmem++}, ctx, (uint64_t)(uintptr_t)addr, size});
+  auto u = std::make_unique<Umem>(Umem{{ctx->nextUmem++}, ctx, (uint64_t)(uintptr_t)addr, size, route});
   mlx5dv_devx_umem* out = &u->pub;
   ctx->umems[u->pub.umem_id] = std::move(u);
   return out;
@@ -487,8 +535,16 @@ mlx5dv_devx_umem* umemReg(ibv_context* c, void* addr, size_t size, uint32_t) {
 int umemDereg(mlx5dv_devx_umem* umem) {
   if (!umem) return failCode(EINVAL);
   Context* ctx = reinterpret_cast<Umem*>(umem)->ctx;
-  std::lock_guard<std::mutex> lock(ctx->mutex);
-  return ctx->umems.erase(umem->umem_id) ? 0 : failCode(EINVAL);
+  std::unique_ptr<Umem> record;
+  {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    auto it = ctx->umems.find(umem->umem_id);
+    if (it == ctx->umems.end()) return failCode(EINVAL);
+    record = std::move(it->second);
+    ctx->umems.erase(it);
+  }
+  unroute(*ctx, record->route);
+  return 0;
 }
 
 // A zeroed host page stands for the UAR page; its first BlueFlame register is the doorbell the model watches.
@@ -747,6 +803,15 @@ NicModel* modelNic(ibv_context* context) {
 uint16_t modelLid(ibv_context* context) {
   Context* ctx = contextOf(context);
   return ctx ? ctx->lid : 0;
+}
+
+std::string modelMemoryError(ibv_context* context) {
+  Context* ctx = contextOf(context);
+  if (!ctx) return std::string();
+  std::lock_guard<std::mutex> lock(ctx->mutex);
+  for (const auto& [device, gpu] : ctx->gpus)
+    if (!gpu->ok()) return gpu->error();
+  return std::string();
 }
 
 bool modelCqView(ibv_context* context, uint32_t cqn, ModelCqView* view) {

@@ -14,10 +14,15 @@
 //
 // Doorbells: a UAR is a host page; a watcher thread per context sees its BlueFlame register (reg_addr, 8
 // bytes) change and then executes, for every QP of that UAR page, the WQEs its doorbell record announces.
-// Rings, doorbell records and registered memory are host memory.
+// A GPU rings it through a cudaHostRegister mapping of that page.
+//
+// Memory: a UMEM or MR over CUDA device memory (rings, doorbell records, CQEs, buffers; cudaDeviceOf) is
+// reached through the context's CudaMemory of that GPU, by copies; everything else is host memory, reached
+// through pointers. Requester and responder (the wire's incoming operations) go the same way.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "transport/ibgda/model/nic_model.h"
 #include "transport/ibgda/verbs.h"
@@ -59,6 +64,9 @@ struct ModelQpView {
 // The model behind a context opened from the model's table; nullptr for any other context.
 NicModel* modelNic(ibv_context* context);
 uint16_t modelLid(ibv_context* context);
+// The first failed access of the context's device to GPU memory (CudaMemory::error), "" while none. A
+// failed access reads zeros or writes nothing, and the device cannot report it in a CQE.
+std::string modelMemoryError(ibv_context* context);
 // False when the context has no such object.
 bool modelCqView(ibv_context* context, uint32_t cqn, ModelCqView* view);
 bool modelQpView(ibv_context* context, uint32_t qpn, ModelQpView* view);
