@@ -5,6 +5,8 @@
 //   llrun -np R test_p2p_routes disagree   # rank 1 passes another hidden size: all ranks must refuse
 //   llrun -np R test_p2p_routes transports # ibgda without an RDMA device fails at init, naming why; auto
 //                                          # then routes every peer of this machine through p2p
+//   llrun -np 2 test_p2p_routes ibgda_error # (LLEP_IB_DEVICE=model) a dispatch over ibgda whose route
+//                                          # holds a wrong rkey: an async llRemoteError naming the peer
 // Exit 77 where there is no GPU.
 #include <cuda_runtime_api.h>
 #include <dirent.h>
@@ -13,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "bootstrap/bootstrap.h"
 #include "bootstrap/unique_id.h"
@@ -159,6 +162,59 @@ int runTransports() {
   return 0;
 }
 
+// Over ibgda with the software device: each rank corrupts the rkey of its route to the other, so the
+// dispatch's RDMA writes hit a key the peer never issued. Expected: the QP's error CQE becomes the async
+// error llRemoteError, the message names the peer and the syndrome, and nothing hangs.
+int runIbgdaError() {
+  CHECK(gWorld == 2, "needs 2 ranks");
+  CHECK(getenv("LLEP_IB_DEVICE") != nullptr, "run with LLEP_IB_DEVICE=model");
+  llConfig_t config = testConfig();
+  config.transports = LL_TRANSPORT_IBGDA;
+  config.maxTokensPerRank = 8;
+  config.timeoutMs = 10000;
+  llComm_t comm = nullptr;
+  CHECK(llCommInitRank(&comm, gWorld, directId(1), gRank, &config) == llSuccess, "init over ibgda");
+  int peer = 1 - gRank;
+  CHECK(comm->routes[peer].type == LL_ROUTE_IBGDA, "route to rank %d is not ibgda", peer);
+  llRoute bad = comm->routes[peer];
+  bad.rkey ^= 0x5a5a00;
+  CHECK(cudaMemcpy(comm->devRoutes + peer, &bad, sizeof(bad), cudaMemcpyHostToDevice) == cudaSuccess, "patch");
+
+  const int T = 4, H = config.hidden, El = config.numExperts / gWorld, rows = gWorld * config.maxTokensPerRank;
+  std::vector<int64_t> topk(T, (int64_t)peer * El);  // every token to the peer's first expert
+  void *x, *recvX, *topkDev, *recvCount, *srcInfo, *layout;
+  CHECK(cudaMalloc(&x, (size_t)T * H * 2) == cudaSuccess && cudaMemset(x, 0, (size_t)T * H * 2) == cudaSuccess, "x");
+  CHECK(cudaMalloc(&recvX, (size_t)El * rows * H * 2) == cudaSuccess, "recvX");
+  CHECK(cudaMalloc(&topkDev, T * sizeof(int64_t)) == cudaSuccess, "topk");
+  CHECK(cudaMemcpy(topkDev, topk.data(), T * sizeof(int64_t), cudaMemcpyHostToDevice) == cudaSuccess, "topk");
+  CHECK(cudaMalloc(&recvCount, El * sizeof(int32_t)) == cudaSuccess, "recvCount");
+  CHECK(cudaMalloc(&srcInfo, (size_t)El * rows * sizeof(int32_t)) == cudaSuccess, "srcInfo");
+  CHECK(cudaMalloc(&layout, (size_t)El * gWorld * sizeof(int64_t)) == cudaSuccess, "layout");
+  llDispatchArgs_t a = LL_DISPATCH_ARGS_INITIALIZER;
+  a.x = x;
+  a.topkIdx = static_cast<int64_t*>(topkDev);
+  a.numTokens = T;
+  a.topk = 1;
+  a.recvX = recvX;
+  a.recvCount = static_cast<int32_t*>(recvCount);
+  a.srcInfo = static_cast<int32_t*>(srcInfo);
+  a.layoutRange = static_cast<int64_t*>(layout);
+  llDispatchHandle_t handle = LL_DISPATCH_HANDLE_INITIALIZER;
+  CHECK(llDispatch(comm, &a, &handle, nullptr) == llSuccess, "llDispatch");
+  CHECK(cudaDeviceSynchronize() == cudaSuccess, "the kernel ends");
+  llResult_t asyncErr = llSuccess;
+  CHECK(llCommGetAsyncError(comm, &asyncErr) == llSuccess, "llCommGetAsyncError");
+  std::string message = llGetLastError(comm);
+  CHECK(asyncErr == llRemoteError, "async error %d, expected llRemoteError", asyncErr);
+  std::string peerName = "to rank " + std::to_string(peer);
+  CHECK(message.find(peerName) != std::string::npos && message.find("remote access") != std::string::npos,
+        "message does not name the peer and the syndrome: %s", message.c_str());
+  for (void* p : {x, recvX, topkDev, recvCount, srcInfo, layout}) CHECK(cudaFree(p) == cudaSuccess, "free");
+  CHECK(llCommDestroy(comm) == llSuccess, "llCommDestroy");
+  printf("rank %d: PASS (%s)\n", gRank, message.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,6 +232,7 @@ int main(int argc, char** argv) {
   if (mode == "cycles") return runCycles();
   if (mode == "disagree") return runDisagree();
   if (mode == "transports") return runTransports();
+  if (mode == "ibgda_error") return runIbgdaError();
   fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;
 }
