@@ -10,7 +10,9 @@
   X(BootstrapTimeoutMs, "BOOTSTRAP_TIMEOUT_MS", 60000, "how long a rendezvous root serves, ms")  \
   X(ConnectRetryMs, "CONNECT_RETRY_MS", 50, "pause between bootstrap connect attempts, ms")      \
   X(NumSms, "NUM_SMS", 0, "SMs the kernels may use (0 = library choice)")                        \
-  X(LocalRanks, "LOCAL_RANKS", 0, "ranks per simulated node, for tests (0 = by hostname)")
+  X(LocalRanks, "LOCAL_RANKS", 0, "ranks per simulated node, for tests (0 = by hostname)")       \
+  X(IbGidIndex, "IB_GID_INDEX", -1, "RoCE: GID table index to use (-1 = auto: RoCE v2 IPv4, then IPv6)") \
+  X(IbTc, "IB_TC", 0, "RoCE: IP traffic class of the QPs, 0..255 (DSCP = TC >> 2)")
 
 // X(Name, "SUFFIX", "default", "what it does")
 #define LL_STR_PARAMS(X)                                                                          \
@@ -21,7 +23,8 @@
   X(BootstrapSecret, "BOOTSTRAP_SECRET", "", "shared secret for MASTER_ADDR/PORT rendezvous")      \
   X(IbDevice, "IB_DEVICE", "", "'' = rdma-core (libibverbs.so.1, libmlx5.so.1); model = the software mlx5 device") \
   X(IbHca, "IB_HCA", "", "RDMA device to use (default: the first one)")                            \
-  X(ModelJob, "MODEL_JOB", "", "software device: job directory (or name) its ranks meet in over sockets")
+  X(ModelJob, "MODEL_JOB", "", "software device: job directory (or name) its ranks meet in over sockets") \
+  X(ModelLink, "MODEL_LINK", "ib", "software device: port link layer, ib | eth (RoCE v2)")
 
 #define LL_DECLARE_INT_PARAM(name, env, deflt, doc) int64_t llParam##name();
 #define LL_DECLARE_STR_PARAM(name, env, deflt, doc) const char* llParam##name();

@@ -3,7 +3,9 @@
 // SocketWire in a per-case job directory (LLEP_MODEL_JOB). After llIbgdaConnect every QP must be in RTS with
 // the peer's QPN and LID, and RDMA writes and fetch-adds posted with ibgda_qp.h to every rank (self included)
 // must land exactly; a bad rkey must surface as llRemoteError naming the peer; disconnect must leave no
-// descriptor and no socket file.
+// descriptor and no socket file. The same over the model's Ethernet port (LLEP_MODEL_LINK=eth, RoCE): QPs
+// address peers by GID and MAC, the GID index is chosen (or LLEP_IB_GID_INDEX) as on a real port, and a wrong
+// MAC loses every packet, which surfaces as llRemoteError naming the peer.
 #include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -21,10 +23,12 @@
 #include "bootstrap/bootstrap.h"
 #include "bootstrap/socket.h"
 #include "bootstrap/unique_id.h"
+#include "param.h"
 #include "test/cpu/fork_ranks.h"
 #include "test/harness.h"
 #include "transport/ibgda/model/provider.h"
 #include "transport/ibgda/prm_cmd.h"
+#include "transport/ibgda/roce.h"
 #include "transport/ibgda/setup.h"
 
 namespace {
@@ -60,13 +64,33 @@ struct Job {
   llUniqueId id;
 };
 
+// The model port a rank's process uses: LLEP_MODEL_LINK, and LLEP_IB_GID_INDEX and LLEP_IB_TC (nullptr: unset).
+struct Link {
+  const char* layer = "ib";
+  const char* gidIndex = nullptr;
+  const char* tc = nullptr;
+};
+
+void setOrUnset(const char* name, const char* value) {
+  if (value) setenv(name, value, 1);
+  else unsetenv(name);
+}
+
 // What every rank does first: the model device, this job's wire, its rank, a bootstrap and the verbs table.
+// Parameters are read once per process: each child sets its own before the first verbs call, and the
+// parent, which forks every case's children, reads none of them (checked: a value read earlier would stick).
 struct RankEnv {
-  RankEnv(const Job& job, int rank, int nranks) {
+  RankEnv(const Job& job, int rank, int nranks, const Link& link = Link{}) {
     setenv("LLEP_IB_DEVICE", "model", 1);
     setenv("LLEP_MODEL_JOB", job.dir.c_str(), 1);
+    setenv("LLEP_MODEL_LINK", link.layer, 1);
+    setOrUnset("LLEP_IB_GID_INDEX", link.gidIndex);
+    setOrUnset("LLEP_IB_TC", link.tc);
     setenv("RANK", std::to_string(rank).c_str(), 1);
     unsetenv("LLEP_IB_HCA");
+    EXPECT_MSG(std::strcmp(llParamModelLink(), link.layer) == 0, "LLEP_MODEL_LINK is '%s'", llParamModelLink());
+    EXPECT_EQ(llParamIbGidIndex(), link.gidIndex ? std::atoll(link.gidIndex) : -1);
+    EXPECT_EQ(llParamIbTc(), link.tc ? std::atoll(link.tc) : 0);
     EXPECT_OK(llBootstrapTcpCreate(job.id, rank, nranks, kTimeoutMs, &bs));
     EXPECT_OK(llVerbsLoad(&v));
   }
@@ -105,8 +129,30 @@ uint8_t pattern(int from, int to, int round, size_t i) {
   return (uint8_t)(i * 13 + (i >> 8) + from * 31 + to * 5 + round * 3 + 1);
 }
 
-// Every QP of this rank is in RTS, connected to the QP the peer created for us, at the peer's LID, with
-// remote write and atomic rights.
+// A context's MAC on the model's Ethernet port (provider.h).
+std::vector<uint8_t> macOf(uint32_t lid) { return {0x02, 'l', 0, 0, (uint8_t)(lid >> 8), (uint8_t)lid}; }
+
+// The RoCE address path towards peer p: its GID and MAC, our GID index, hop limit 64, LLEP_IB_TC, and for a
+// RoCE v2 source the UDP source port (0xC000-0xFFFF) and DSCP; the QP reaches the peer's context.
+void expectRocePath(const llIbgdaEndpoints& ep, int p, const llnic::ModelQpView& view) {
+  ibv_gid_entry source{};
+  EXPECT_EQ(ep.v->queryGidEx(ep.context, 1, (uint32_t)ep.gidIndex, &source, 0), 0);
+  const uint32_t tc = (uint32_t)llParamIbTc();
+  EXPECT(view.grh);
+  EXPECT_EQ(view.srcAddrIndex, (uint32_t)ep.gidIndex);
+  EXPECT(std::memcmp(view.rgid, ep.peers[p].gid, 16) == 0);
+  EXPECT(std::vector<uint8_t>(view.rmac, view.rmac + 6) == macOf(1 + 16 * p));
+  EXPECT_EQ(view.hopLimit, 64u);
+  EXPECT_EQ(view.tclass, tc);
+  const bool v2 = source.gid_type == IBV_GID_TYPE_ROCE_V2;
+  EXPECT_EQ(view.dscp, v2 ? tc >> 2 : 0u);
+  EXPECT(v2 ? view.udpSport >= 0xc000 : view.udpSport == 0);
+  EXPECT_EQ(view.rlid, 0u);
+  EXPECT_EQ(view.destLid, (uint32_t)(1 + 16 * p));  // the first context of rank p
+}
+
+// Every QP of this rank is in RTS, connected to the QP the peer created for us, at the peer's address (IB:
+// its LID; RoCE: expectRocePath), with remote write and atomic rights.
 void expectRts(const llIbgdaEndpoints& ep) {
   EXPECT_EQ((int)ep.qp.size(), ep.nranks);
   llnic::NicModel* nic = llnic::modelNic(ep.context);
@@ -117,8 +163,12 @@ void expectRts(const llIbgdaEndpoints& ep) {
     llnic::ModelQpView view;
     EXPECT(llnic::modelQpView(ep.context, ep.qp[p].qpn, &view));
     EXPECT_EQ(view.remoteQpn, ep.peers[p].qpn);
-    EXPECT_EQ(view.rlid, (uint32_t)ep.peers[p].lid);
-    EXPECT_EQ(view.rlid, (uint32_t)(1 + 16 * p));  // the first context of rank p
+    if (ep.roce) {
+      expectRocePath(ep, p, view);
+    } else {
+      EXPECT_EQ(view.rlid, (uint32_t)ep.peers[p].lid);
+      EXPECT_EQ(view.rlid, (uint32_t)(1 + 16 * p));  // the first context of rank p
+    }
     EXPECT(view.remoteWrite && view.remoteRead && view.remoteAtomic);
     EXPECT_EQ(view.atomicMode, kLlPrmQpcAtomicModeUpTo8B);
     EXPECT_EQ(view.sqAddr, (uint64_t)(uintptr_t)ep.qp[p].sq);
@@ -171,14 +221,32 @@ void expectArrived(const llIbgdaEndpoints& ep, const Buffer& buf, int rounds) {
 
 std::string socketPath(const std::string& dir, int rank) { return dir + "/rank" + std::to_string(rank) + ".sock"; }
 
-// The whole cycle for one rank: connect, RTS, traffic, check, disconnect, nothing left behind.
-void connectAndTalk(const Job& job, int rank, int nranks, int rounds) {
-  RankEnv env(job, rank, nranks);
+// The GID rank p is known by through entry `index` of the model's table: fe80::02:6c:<LID>:<pid> (0, 1) or
+// ::ffff:10.108.<LID> (2, 3); the pid is not known here.
+void expectPeerGid(const llIbgdaEndpoints& ep, int p, int index) {
+  const uint8_t* g = ep.peers[p].gid;
+  const int lid = 1 + 16 * p;
+  if (index < 2)
+    EXPECT(g[0] == 0xfe && g[1] == 0x80 && g[8] == 0x02 && g[9] == 'l' && (g[10] << 8 | g[11]) == lid);
+  else
+    EXPECT(g[10] == 0xff && g[11] == 0xff && g[12] == 10 && g[13] == 108 && (g[14] << 8 | g[15]) == lid);
+}
+
+// The whole cycle for one rank: connect, RTS, traffic, check, disconnect, nothing left behind. RoCE: the GID
+// index is LLEP_IB_GID_INDEX, or the chooser's (3, the RoCE v2 IPv4 entry), and peers are known by that GID.
+void connectAndTalk(const Job& job, int rank, int nranks, int rounds, const Link& link) {
+  RankEnv env(job, rank, nranks, link);
   const int fds = openFds();
   Buffer buf(nranks);
   llIbgdaEndpoints ep;
   EXPECT_OK(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, nullptr, &ep));
   EXPECT_EQ(ep.rank, rank);
+  const bool roce = std::strcmp(link.layer, "eth") == 0;
+  EXPECT_EQ(ep.roce, roce);
+  if (roce) {
+    EXPECT_EQ(ep.gidIndex, link.gidIndex ? std::atoi(link.gidIndex) : 3);
+    for (int p = 0; p < nranks; p++) expectPeerGid(ep, p, ep.gidIndex);
+  }
   EXPECT(access(socketPath(job.dir, rank).c_str(), F_OK) == 0);
   expectRts(ep);
   EXPECT_OK(env.bs->barrier());
@@ -192,9 +260,9 @@ void connectAndTalk(const Job& job, int rank, int nranks, int rounds) {
   EXPECT(access(socketPath(job.dir, rank).c_str(), F_OK) != 0);
 }
 
-void runJob(int nranks, int rounds) {
+void runJob(int nranks, int rounds, const Link& link = Link{}) {
   Job job;
-  EXPECT_EQ(runChildren(nranks, [&](int r) { connectAndTalk(job, r, nranks, rounds); }), 0);
+  EXPECT_EQ(runChildren(nranks, [&](int r) { connectAndTalk(job, r, nranks, rounds, link); }), 0);
   EXPECT_EQ(entries(job.dir), 0);
 }
 
@@ -305,6 +373,122 @@ LL_TEST(unknown_hca_fails_cleanly) {
     EXPECT_EQ(openFds(), fds);
   };
   EXPECT_EQ(runChildren(1, rank), 0);
+  EXPECT_EQ(entries(job.dir), 0);
+}
+
+// ---- RoCE (the model's Ethernet port) ----
+
+ibv_gid_entry gidEntry(uint32_t index, uint32_t type, std::initializer_list<uint8_t> raw) {
+  ibv_gid_entry e{};
+  e.gid_index = index;
+  e.gid_type = type;
+  std::copy(raw.begin(), raw.end(), e.gid.raw);
+  return e;
+}
+
+// The auto choice over hand-made tables: RoCE v2 with an IPv4 address before RoCE v2 with a global IPv6 one;
+// never RoCE v1, IB, link-local (all of fe80::/10) or zero entries; the first among equals; -1 when nothing
+// qualifies.
+LL_TEST(gid_choice_prefers_roce_v2_ipv4) {
+  const uint32_t v1 = IBV_GID_TYPE_ROCE_V1, v2 = IBV_GID_TYPE_ROCE_V2, ib = IBV_GID_TYPE_IB;
+  const std::initializer_list<uint8_t> linkLocal = {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 2, 'l', 0, 1, 1, 2, 3, 4};
+  const std::initializer_list<uint8_t> linkLocalHigh = {0xfe, 0xbf, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9};
+  const std::initializer_list<uint8_t> ipv4 = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 7};
+  const std::initializer_list<uint8_t> ipv4b = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 8};
+  const std::initializer_list<uint8_t> global6 = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  const std::initializer_list<uint8_t> zero = {};
+  // A ConnectX port's usual table: the RoCE v2 IPv4 entry wins over the IPv6 one after it.
+  std::vector<ibv_gid_entry> t = {gidEntry(0, v1, linkLocal), gidEntry(1, v2, linkLocal), gidEntry(2, v1, ipv4),
+                                  gidEntry(3, v2, ipv4),      gidEntry(4, v2, global6),  gidEntry(5, v2, ipv4b)};
+  EXPECT_EQ(llIbgdaChooseGid(t.data(), t.size()), 3);
+  std::reverse(t.begin(), t.end());
+  EXPECT_EQ(llIbgdaChooseGid(t.data(), t.size()), 5);
+  // No IPv4: the global IPv6 entry, not the link-local ones.
+  t = {gidEntry(0, v2, linkLocal), gidEntry(1, v2, linkLocalHigh), gidEntry(2, v1, ipv4), gidEntry(7, v2, global6)};
+  EXPECT_EQ(llIbgdaChooseGid(t.data(), t.size()), 7);
+  // Nothing usable.
+  t = {gidEntry(0, v2, zero), gidEntry(1, v1, ipv4), gidEntry(2, v2, linkLocal), gidEntry(3, ib, ipv4),
+       gidEntry(4, ib, global6)};
+  EXPECT_EQ(llIbgdaChooseGid(t.data(), t.size()), -1);
+  EXPECT_EQ(llIbgdaChooseGid(nullptr, 0), -1);
+}
+
+// Two ranks over RoCE: each picks entry 3 (RoCE v2, ::ffff:10.108.<LID>); QPs to self and peer reach RTS with
+// the peer's GID and MAC; writes and fetch-adds land exactly.
+LL_TEST(roce_two_ranks_connect_write_fetch_add) { runJob(2, 32, Link{"eth"}); }
+
+// Four ranks over RoCE, every pair in both directions.
+LL_TEST(roce_four_ranks_connect_write_fetch_add) { runJob(4, 8, Link{"eth"}); }
+
+// LLEP_IB_GID_INDEX=1 (RoCE v2 link-local, which the auto choice skips) and LLEP_IB_TC=106: the QPs leave from
+// entry 1, peers are known by their fe80:: GIDs, every path carries traffic class 106 and DSCP 26.
+LL_TEST(roce_gid_index_and_tc_honoured) { runJob(2, 4, Link{"eth", "1", "106"}); }
+
+// An LLEP_IB_GID_INDEX past the table (8 entries) or naming an empty entry fails llIbgdaConnect before any QP
+// exists: llInvalidArgument, one line naming the index and the table, nothing left behind.
+LL_TEST(roce_bad_gid_index_fails_cleanly) {
+  struct Case {
+    const char* index;
+    const char* says;
+  };
+  for (Case c : {Case{"8", "is outside the GID table of llep_model0 port 1 (8 entries)"},
+                 Case{"-2", "is outside the GID table of llep_model0 port 1 (8 entries)"},
+                 Case{"5", "names an empty entry of the GID table of llep_model0 port 1"}}) {
+    Job job;
+    auto rank = [&](int r) {
+      RankEnv env(job, r, 1, Link{"eth", c.index});
+      const int fds = openFds();
+      Buffer buf(1);
+      llIbgdaEndpoints ep;
+      EXPECT_EQ(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, nullptr, &ep), llInvalidArgument);
+      const std::string msg = llGetLastError(nullptr);
+      const std::string named = std::string("LLEP_IB_GID_INDEX=") + c.index + " " + c.says;
+      EXPECT_MSG(msg.find(named) != std::string::npos && msg.find('\n') == std::string::npos, "%s", msg.c_str());
+      EXPECT(ep.context == nullptr && ep.qp.empty());
+      EXPECT_EQ(openFds(), fds);
+    };
+    EXPECT_EQ(runChildren(1, rank), 0);
+    EXPECT_EQ(entries(job.dir), 0);
+  }
+}
+
+// A stale neighbour entry on rank 0 gives its QP to rank 1 a MAC that is not rank 1's. As on a NIC, RTR accepts
+// the path and its packets go nowhere: the first write completes with transport retries exceeded, reported as
+// llRemoteError naming the peer and its GID; rank 1's bytes stay untouched, and rank 0's QP to itself works.
+LL_TEST(roce_wrong_mac_is_remote_error_naming_peer) {
+  Job job;
+  const uint8_t stale[6] = {0x02, 0x6c, 0, 0, 0xde, 0xad};
+  auto rank = [&](int r) {
+    RankEnv env(job, r, 2, Link{"eth"});
+    if (r == 0) llnic::modelSetStaleMac(17, stale);  // rank 1's first context
+    const int fds = openFds();
+    Buffer buf(2);
+    llIbgdaEndpoints ep;
+    EXPECT_OK(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, nullptr, &ep));
+    std::memset(buf.p.get() + buf.src(0), 0xab, 2 * kChunk);
+    if (r == 0) {
+      llnic::ModelQpView view;
+      EXPECT(llnic::modelQpView(ep.context, ep.qp[1].qpn, &view));
+      EXPECT(std::memcmp(view.rmac, stale, 6) == 0);
+      EXPECT_EQ(view.destLid, 0u);
+      const llIbgdaPeer& peer = ep.peers[1];
+      llIbgdaPostWrite(&ep.qp[1], {buf.addr(buf.src(1)), ep.mr->lkey}, kChunk, {peer.base + buf.slot(0), peer.rkey});
+      EXPECT_EQ(llIbgdaQuietPeer(&ep, 1), llRemoteError);
+      const std::string msg = llGetLastError(nullptr);
+      for (const char* part : {"peer 1", "syndrome 0x15 (transport retries exceeded)",
+                               "RoCE: no answer from GID ::ffff:10.108.0.17 to our GID index 3"})
+        EXPECT_MSG(msg.find(part) != std::string::npos, "%s", msg.c_str());
+      llIbgdaPostWrite(&ep.qp[0], {buf.addr(buf.src(0)), ep.mr->lkey}, kChunk, {ep.peers[0].base, ep.peers[0].rkey});
+      EXPECT_OK(llIbgdaQuietPeer(&ep, 0));
+      EXPECT_EQ((int)buf.p.get()[buf.slot(0)], 0xab);
+    }
+    EXPECT_OK(env.bs->barrier());
+    if (r == 1)
+      for (size_t i = 0; i < kChunk; i++) EXPECT_EQ((int)buf.p.get()[buf.slot(0) + i], 0);
+    EXPECT_OK(llIbgdaDisconnect(&ep));
+    EXPECT_EQ(openFds(), fds);
+  };
+  EXPECT_EQ(runChildren(2, rank), 0);
   EXPECT_EQ(entries(job.dir), 0);
 }
 

@@ -405,6 +405,55 @@ LL_TEST(init2rtr_golden) {
               "init2rtr_qp_in");
 }
 
+// A RoCE v2 path (the fields setup.cc fills on an Ethernet port), over the same QP fields as init2rtr_golden:
+// grh -> byte 53 0x80; rlid 0; src_addr_index 3 -> byte 57; hop_limit 64 -> byte 59 0x40; tclass 0x6a (ads 0x64)
+// -> byte 60 0x06, byte 61 0xa0; rgid_rip ::ffff:10.108.0.17 -> 74..79; dscp 26 (ads 0x10a, 6 bits: the low six
+// bits of byte 81, under ecn) -> byte 81 0x1a; udp_sport 0xc123 (ads 0x110) -> 82..83; vhca_port_num -> 85; rmac
+// 02:6c:00:00:00:11 -> 86..91. eth_prio and sl (byte 84) stay zero.
+LL_TEST(init2rtr_roce_golden) {
+  for (LlPrmField f : {kLlPrmAdsDscp, kLlPrmAdsUdpSport})
+    EXPECT_MSG(f.bitOffset + f.bitWidth <= kLlPrmAdsBits, "ads.%s", f.name);
+  LlPrmInit2rtrParams p = init2rtrParams();
+  LlPrmAddressPath& a = p.path;
+  a = LlPrmAddressPath{};
+  a.grh = true;
+  const uint8_t gid[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 108, 0, 0x11};
+  std::memcpy(a.rgid, gid, 16);
+  a.srcAddrIndex = 3;
+  a.hopLimit = 64;
+  a.tclass = 0x6a;
+  a.dscp = 0x6a >> 2;
+  a.udpSport = 0xc123;
+  const uint8_t mac[6] = {0x02, 0x6c, 0x00, 0x00, 0x00, 0x11};
+  std::memcpy(a.rmac, mac, 6);
+  a.vhcaPortNum = 1;
+  std::vector<uint8_t> in;
+  size_t outSize = 0;
+  EXPECT(llPrmBuildInit2rtr(p, &in, &outSize) == nullptr);
+  EXPECT_EQ(outSize, size_t{16});
+  expectBytes(in,
+              golden(272, {{0, 0x05},   {1, 0x03},   {9, 0x0a},   {10, 0x0b},  {11, 0x0c},  {32, 0xbe},
+                           {45, 0x65},  {46, 0x43},  {47, 0x21},  {53, 0x80},  {57, 0x03},  {59, 0x40},
+                           {60, 0x06},  {61, 0xa0},  {74, 0xff},  {75, 0xff},  {76, 0x0a},  {77, 0x6c},
+                           {79, 0x11},  {81, 0x1a},  {82, 0xc1},  {83, 0x23},  {85, 0x01},  {86, 0x02},
+                           {87, 0x6c},  {91, 0x11},  {169, 0x80}, {172, 0x0c}, {173, 0xab}, {174, 0xcd},
+                           {175, 0xef}}),
+              "init2rtr_qp_in roce");
+  // Full-width values read back and leave their neighbours (ecn above dscp, eth_prio after udp_sport) alone.
+  a.dscp = 0x3f;
+  a.udpSport = 0xffff;
+  EXPECT(llPrmBuildInit2rtr(p, &in, &outSize) == nullptr);
+  expectField(in, modifyAds(kLlPrmAdsDscp), 0x3f);
+  expectField(in, modifyAds(kLlPrmAdsUdpSport), 0xffff);
+  EXPECT_EQ(int{in[81]}, 0x3f);
+  EXPECT_EQ(int{in[84]}, 0);
+  a.dscp = 64;
+  EXPECT_EQ(std::string(llPrmBuildInit2rtr(p, &in, &outSize)), std::string("dscp"));
+  a.dscp = 0;
+  a.udpSport = 0x10000;
+  EXPECT_EQ(std::string(llPrmBuildInit2rtr(p, &in, &outSize)), std::string("udp_sport"));
+}
+
 // qpn -> 9..11; ack_timeout 14 (ads 0x40, 5 bits) -> byte 56 0x70; log_sra_max 3 (qpc 0x388) and
 // retry_count 7 (0x38d) share byte 137 (0x60 | 0x07); rnr_retry 7 (0x390) -> byte 138 0xe0; next_send_psn
 // (0x3c8) -> 145..147. Opcode 0x0504.

@@ -2,10 +2,12 @@
 // setup performs, from the device list to a QP in RTS, with DevX commands built by llep's own PRM encoders
 // (prm_cmd.h) and decoded by the model's independent reader; then a WQE written by hand into the send ring is
 // executed after a doorbell. The rdma-core path runs in a fresh child process, so the once-per-process load
-// of the model table in this one cannot leak into it.
+// of the model table in this one cannot leak into it; so do the cases of the model's Ethernet (RoCE) port,
+// whose link layer LLEP_MODEL_LINK sets once per process.
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -18,6 +20,7 @@
 
 #include "debug.h"
 #include "harness.h"
+#include "param.h"
 #include "transport/ibgda/model/provider.h"
 #include "transport/ibgda/prm_cmd.h"
 #include "transport/ibgda/verbs.h"
@@ -25,6 +28,7 @@
 namespace {
 
 constexpr const char* kChildEnv = "LLTEST_VERBS_RDMA_CORE_CHILD";
+constexpr const char* kLinkChildEnv = "LLTEST_VERBS_LINK_CHILD";
 
 #define EXPECT_LL_OK(call) EXPECT_MSG((call) == llSuccess, "%s", llLastError())
 
@@ -124,11 +128,26 @@ struct Device {
 
   // RST -> INIT -> RTR -> RTS towards (rlid, remoteQpn).
   void connect(uint32_t rlid, uint32_t remoteQpn) {
+    toInit();
+    LlPrmAddressPath path{};
+    path.rlid = rlid;
+    path.vhcaPortNum = 1;
+    EXPECT_EQ((int)toRtr(path, remoteQpn), 0);
+    toRts();
+  }
+
+  void toInit() {
     std::vector<uint8_t> in;
     size_t outSize = 0;
     EXPECT(llPrmBuildRst2init({qpn, pdn, 1, true, true, true, kLlPrmQpcAtomicModeUpTo8B}, &in, &outSize) ==
            nullptr);
     EXPECT_EQ((int)modify(in, outSize), 0);
+  }
+
+  // INIT -> RTR along `path`; returns the command status.
+  uint8_t toRtr(const LlPrmAddressPath& path, uint32_t remoteQpn) {
+    std::vector<uint8_t> in;
+    size_t outSize = 0;
     LlPrmInit2rtrParams rtr{};
     rtr.qpn = qpn;
     rtr.mtu = IBV_MTU_4096;
@@ -136,10 +155,14 @@ struct Device {
     rtr.remoteQpn = remoteQpn;
     rtr.logRraMax = 4;
     rtr.minRnrNak = 12;
-    rtr.path.rlid = rlid;
-    rtr.path.vhcaPortNum = 1;
+    rtr.path = path;
     EXPECT(llPrmBuildInit2rtr(rtr, &in, &outSize) == nullptr);
-    EXPECT_EQ((int)modify(in, outSize), 0);
+    return modify(in, outSize);
+  }
+
+  void toRts() {
+    std::vector<uint8_t> in;
+    size_t outSize = 0;
     EXPECT(llPrmBuildRtr2rts({qpn, 0x123, 4, 7, 7, 14}, &in, &outSize) == nullptr);
     EXPECT_EQ((int)modify(in, outSize), 0);
   }
@@ -208,6 +231,219 @@ struct Region {
   Block mem;
   ibv_mr* mr = nullptr;
 };
+
+// Runs the case `name` again in a fresh process of this executable with LLEP_MODEL_LINK=link, and `body` there:
+// parameters are read once per process, and an earlier case in this one may have opened a device already.
+void withLink(const char* name, const char* link, void (*body)()) {
+  if (getenv(kLinkChildEnv)) {
+    EXPECT_MSG(std::strcmp(llParamModelLink(), link) == 0, "LLEP_MODEL_LINK is '%s'", llParamModelLink());
+    body();
+    return;
+  }
+  pid_t pid = fork();
+  EXPECT(pid >= 0);
+  if (pid == 0) {
+    setenv("LLEP_MODEL_LINK", link, 1);
+    setenv(kLinkChildEnv, "1", 1);
+    alarm(20);  // survives exec: a hung child dies instead of hanging the test
+    execl("/proc/self/exe", "test_verbs", name, (char*)nullptr);
+    std::_Exit(127);
+  }
+  int status = 0;
+  EXPECT(waitpid(pid, &status, 0) == pid);
+  EXPECT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "LLEP_MODEL_LINK=%s child status 0x%x", link, status);
+}
+
+// The model's Ethernet GID table (provider.h): entries 0..3 set, 4..7 empty.
+constexpr int kEthGids = 8;
+constexpr uint32_t kEthGidTypes[4] = {IBV_GID_TYPE_ROCE_V1, IBV_GID_TYPE_ROCE_V2, IBV_GID_TYPE_ROCE_V1,
+                                      IBV_GID_TYPE_ROCE_V2};
+
+ibv_gid gidAt(const llVerbs* v, ibv_context* ctx, uint32_t index) {
+  ibv_gid_entry e{};
+  EXPECT_EQ(v->queryGidEx(ctx, 1, index, &e, 0), 0);
+  return e.gid;
+}
+
+std::vector<uint8_t> macOf(uint16_t lid) { return {0x02, 'l', 0, 0, (uint8_t)(lid >> 8), (uint8_t)lid}; }
+
+// An address handle towards dgid from GID index sgid; nullptr (errno set) when refused.
+ibv_ah* addressHandle(const llVerbs* v, ibv_pd* pd, const ibv_gid& dgid, uint8_t sgid, bool global = true) {
+  ibv_ah_attr attr{};
+  attr.is_global = global;
+  attr.port_num = 1;
+  attr.grh.dgid = dgid;
+  attr.grh.sgid_index = sgid;
+  attr.grh.hop_limit = 64;
+  errno = 0;
+  return v->createAh(pd, &attr);
+}
+
+// The MAC an address handle resolved (mlx5dv_init_obj(AH) -> av->rmac); the handle is destroyed.
+std::vector<uint8_t> resolvedMac(const llVerbs* v, ibv_ah* ah) {
+  EXPECT(ah != nullptr);
+  mlx5dv_ah dv{};
+  mlx5dv_obj obj{};
+  obj.ah.in = ah;
+  obj.ah.out = &dv;
+  EXPECT_EQ(v->mlx5dvInitObj(&obj, MLX5DV_OBJ_AH), 0);
+  std::vector<uint8_t> mac(dv.av->rmac, dv.av->rmac + 6);
+  EXPECT_EQ(v->destroyAh(ah), 0);
+  return mac;
+}
+
+// A RoCE v2 path from GID index 3 towards `peer`'s IPv4 GID and its MAC.
+LlPrmAddressPath rocePath(const Device& peer) {
+  LlPrmAddressPath path{};
+  path.grh = true;
+  std::memcpy(path.rgid, gidAt(peer.v, peer.ctx, 3).raw, 16);
+  path.srcAddrIndex = 3;
+  path.hopLimit = 64;
+  path.tclass = 0x68;
+  path.dscp = 0x68 >> 2;
+  path.udpSport = 0xc123;
+  std::vector<uint8_t> mac = macOf(llnic::modelLid(peer.ctx));
+  std::memcpy(path.rmac, mac.data(), 6);
+  path.vhcaPortNum = 1;
+  return path;
+}
+
+void ethPortGidTableAndAddressHandles() {
+  const llVerbs* v = modelVerbs();
+  Device a(v), b(v);
+  const uint16_t lid = llnic::modelLid(a.ctx);
+  ibv_port_attr port{};
+  EXPECT_EQ(v->queryPort(a.ctx, 1, &port), 0);
+  EXPECT_EQ((int)port.link_layer, IBV_LINK_LAYER_ETHERNET);
+  EXPECT_EQ((int)port.lid, 0);
+  EXPECT_EQ(port.gid_tbl_len, kEthGids);
+  // Two addresses, each as RoCE v1 and v2: fe80::02:6c:<LID>:<pid> and ::ffff:10.108.<LID>.
+  for (uint32_t i = 0; i < 4; i++) {
+    ibv_gid_entry e{};
+    EXPECT_EQ(v->queryGidEx(a.ctx, 1, i, &e, 0), 0);
+    EXPECT_EQ(e.gid_index, i);
+    EXPECT_EQ(e.gid_type, kEthGidTypes[i]);
+    const uint8_t* g = e.gid.raw;
+    EXPECT_EQ((int)(g[10] << 8 | g[11]), i < 2 ? (int)lid : 0xffff);
+    if (i < 2) EXPECT(g[0] == 0xfe && g[1] == 0x80 && getBe32(g + 12) == (uint32_t)getpid());
+    else EXPECT(g[12] == 10 && g[13] == 108 && (g[14] << 8 | g[15]) == lid);
+    ibv_gid plain{};
+    EXPECT_EQ(v->queryGid(a.ctx, 1, (int)i, &plain), 0);
+    EXPECT(std::memcmp(plain.raw, g, 16) == 0);
+  }
+  // Empty entries: ENODATA from ibv_query_gid_ex, the zero GID from ibv_query_gid; past the table: EINVAL.
+  for (uint32_t i = 4; i < kEthGids; i++) {
+    ibv_gid_entry e{};
+    EXPECT_EQ(v->queryGidEx(a.ctx, 1, i, &e, 0), ENODATA);
+    ibv_gid plain;
+    std::memset(plain.raw, 0xee, 16);
+    EXPECT_EQ(v->queryGid(a.ctx, 1, (int)i, &plain), 0);
+    EXPECT(std::all_of(plain.raw, plain.raw + 16, [](uint8_t x) { return x == 0; }));
+  }
+  ibv_gid_entry e{};
+  EXPECT_EQ(v->queryGidEx(a.ctx, 1, kEthGids, &e, 0), EINVAL);
+  EXPECT_EQ(v->queryGidEx(a.ctx, 1, 0, &e, 1), EINVAL);  // flags must be 0
+  // An address handle to either address of a context resolves that context's MAC.
+  EXPECT(resolvedMac(v, addressHandle(v, a.pd, gidAt(v, b.ctx, 3), 3)) == macOf(llnic::modelLid(b.ctx)));
+  EXPECT(resolvedMac(v, addressHandle(v, a.pd, gidAt(v, b.ctx, 0), 1)) == macOf(llnic::modelLid(b.ctx)));
+  EXPECT(resolvedMac(v, addressHandle(v, a.pd, gidAt(v, a.ctx, 3), 3)) == macOf(lid));
+  // A stale neighbour entry is what the handle resolves until it is cleared.
+  const uint8_t stale[6] = {0x02, 0x6c, 0, 0, 0xde, 0xad};
+  llnic::modelSetStaleMac(llnic::modelLid(b.ctx), stale);
+  EXPECT(resolvedMac(v, addressHandle(v, a.pd, gidAt(v, b.ctx, 3), 3)) == std::vector<uint8_t>(stale, stale + 6));
+  llnic::modelSetStaleMac(llnic::modelLid(b.ctx), nullptr);
+  EXPECT(resolvedMac(v, addressHandle(v, a.pd, gidAt(v, b.ctx, 3), 3)) == macOf(llnic::modelLid(b.ctx)));
+  // A GID of nobody is unreachable; a RoCE handle must be global and leave from a set entry.
+  ibv_gid nobody{};
+  nobody.raw[0] = 0x20;
+  nobody.raw[1] = 0x01;
+  nobody.raw[15] = 1;
+  EXPECT(addressHandle(v, a.pd, nobody, 3) == nullptr && errno == EHOSTUNREACH);
+  EXPECT(addressHandle(v, a.pd, gidAt(v, b.ctx, 3), 3, false) == nullptr && errno == EINVAL);
+  EXPECT(addressHandle(v, a.pd, gidAt(v, b.ctx, 3), 5) == nullptr && errno == EINVAL);
+  // QUERY_HCA_CAP agrees: an Ethernet port with RoCE.
+  std::vector<uint8_t> in;
+  size_t outSize = 0;
+  llPrmBuildQueryHcaCap(kLlPrmHcaCapOpModGeneralCur, &in, &outSize);
+  std::vector<uint8_t> out(outSize);
+  EXPECT_EQ(v->devxGeneralCmd(a.ctx, in.data(), in.size(), out.data(), out.size()), 0);
+  LlPrmGeneralCaps caps = llPrmDecodeGeneralCaps(out.data());
+  EXPECT_EQ(caps.portType, kLlPrmPortTypeEth);
+  EXPECT(caps.roce);
+}
+
+// A write from `from` to `to` (first 64 bytes of each region) as WQE `index`; returns the CQE's syndrome byte
+// (0 for a success CQE).
+int writeSyndrome(Device& from, uint16_t index, const Region& src, const Region& dst) {
+  from.postWrite(index, src.mem.addr(), src.mr->lkey, dst.mem.addr(), dst.mr->rkey, 64);
+  const uint8_t* cqe = from.waitCqe(index);
+  return cqe[kCqeOpOwn] >> 4 == 0 ? 0 : cqe[55];
+}
+
+void ethRtrRoutesByGidAndMac() {
+  const llVerbs* v = modelVerbs();
+  Device a(v), b(v), c(v), d(v);
+  for (Device* x : {&a, &b, &c, &d}) {
+    x->createCqQp();
+    x->toInit();
+  }
+  // RTR needs grh and a set source GID entry; a refused RTR leaves the QP in INIT.
+  LlPrmAddressPath path = rocePath(b);
+  path.grh = false;
+  EXPECT_EQ((int)a.toRtr(path, b.qpn), 0x03);
+  path = rocePath(b);
+  path.srcAddrIndex = 5;
+  EXPECT_EQ((int)a.toRtr(path, b.qpn), 0x03);
+  EXPECT(llnic::modelNic(a.ctx)->qp(a.qpn)->state() == llnic::QpState::kInit);
+  EXPECT_EQ((int)a.toRtr(rocePath(b), b.qpn), 0);
+  a.toRts();
+  EXPECT_EQ((int)b.toRtr(rocePath(a), a.qpn), 0);
+  b.toRts();
+  llnic::ModelQpView view;
+  EXPECT(llnic::modelQpView(a.ctx, a.qpn, &view));
+  EXPECT(view.grh);
+  EXPECT_EQ(view.srcAddrIndex, 3u);
+  EXPECT_EQ(view.hopLimit, 64u);
+  EXPECT_EQ(view.tclass, 0x68u);
+  EXPECT_EQ(view.dscp, 0x68u >> 2);
+  EXPECT_EQ(view.udpSport, 0xc123u);
+  EXPECT(std::memcmp(view.rgid, gidAt(v, b.ctx, 3).raw, 16) == 0);
+  EXPECT(std::vector<uint8_t>(view.rmac, view.rmac + 6) == macOf(llnic::modelLid(b.ctx)));
+  EXPECT_EQ(view.rlid, 0u);
+  EXPECT_EQ(view.destLid, (uint32_t)llnic::modelLid(b.ctx));
+  Region src(v, a.pd, 4096), dst(v, b.pd, 4096);
+  std::memset(src.mem.p.get(), 0x5a, 64);
+  EXPECT_EQ(writeSyndrome(a, 0, src, dst), 0);
+  EXPECT(dst.mem.p.get()[0] == 0x5a && dst.mem.p.get()[63] == 0x5a);
+  // b's GID with a's MAC, and b's MAC with a GID of nobody: RTR accepts both (firmware does not check that a path
+  // leads anywhere); the packets are lost, and the first WQE completes with transport retries exceeded.
+  std::memset(dst.mem.p.get(), 0, 64);
+  path = rocePath(b);
+  std::vector<uint8_t> aMac = macOf(llnic::modelLid(a.ctx));
+  std::memcpy(path.rmac, aMac.data(), 6);
+  EXPECT_EQ((int)c.toRtr(path, b.qpn), 0);
+  c.toRts();
+  path = rocePath(b);
+  path.rgid[15] ^= 0x40;  // ::ffff:10.108.x.y of a LID no context has
+  EXPECT_EQ((int)d.toRtr(path, b.qpn), 0);
+  d.toRts();
+  for (Device* x : {&c, &d}) {
+    EXPECT(llnic::modelQpView(x->ctx, x->qpn, &view));
+    EXPECT_EQ(view.destLid, 0u);
+    Region from(v, x->pd, 4096);
+    std::memset(from.mem.p.get(), 0x77, 64);
+    EXPECT_EQ(writeSyndrome(*x, 0, from, dst), 0x15);  // MLX5_CQE_SYNDROME_TRANSPORT_RETRY_EXC_ERR
+  }
+  EXPECT(std::all_of(dst.mem.p.get(), dst.mem.p.get() + 64, [](uint8_t x) { return x == 0; }));
+}
+
+void unknownLinkRefused() {
+  const llVerbs* v = modelVerbs();
+  ibv_context* ctx = nullptr;
+  EXPECT(llVerbsOpenDevx(v, nullptr, &ctx) == llSystemError);
+  EXPECT_MSG(std::strstr(llLastError(), "mlx5dv_open_device(llep_model0, DEVX) failed: Invalid argument"), "%s",
+             llLastError());
+}
 
 }  // namespace
 
@@ -420,6 +656,23 @@ LL_TEST(model_query_hca_cap) {
   EXPECT_EQ(v->devxGeneralCmd(d.ctx, in.data(), in.size(), out.data(), 64), EINVAL);
   EXPECT_EQ((int)llPrmDecodeStatus(out.data()).status, 0x51);
 }
+
+// LLEP_MODEL_LINK=eth: an Ethernet port without a LID; the GID table holds each address as RoCE v1 and v2,
+// then empty entries, as ibv_query_gid_ex and ibv_query_gid report them; address handles resolve each
+// context's MAC (or a stale one the test hook set) and refuse what the kernel would; QUERY_HCA_CAP says RoCE.
+LL_TEST(model_eth_port_gid_table_and_address_handles) {
+  withLink("model_eth_port_gid_table_and_address_handles", "eth", ethPortGidTableAndAddressHandles);
+}
+
+// LLEP_MODEL_LINK=eth: INIT2RTR needs grh and a set src_addr_index (else bad parameter, QP still in INIT); the
+// QP reaches the context that rgid names when rmac is its MAC, and writes land; a wrong MAC or a GID of nobody
+// passes RTR, as on a NIC, and the first write completes with transport retries exceeded.
+LL_TEST(model_eth_rtr_routes_by_gid_and_mac) {
+  withLink("model_eth_rtr_routes_by_gid_and_mac", "eth", ethRtrRoutesByGidAndMac);
+}
+
+// A link layer that is neither ib nor eth: the device does not open.
+LL_TEST(model_unknown_link_refused) { withLink("model_unknown_link_refused", "roce", unknownLinkRefused); }
 
 LL_TEST(missing_rdma_core_is_system_error) {
   llVerbs table;

@@ -173,6 +173,8 @@ const char* llPrmBuildInit2rtr(const LlPrmInit2rtrParams& p, std::vector<uint8_t
   w.set(modifyAds(kLlPrmAdsHopLimit), a.hopLimit);
   w.set(modifyAds(kLlPrmAdsTclass), a.tclass);
   w.setBytes(modifyAds(kLlPrmAdsRgidRip), a.rgid);
+  w.set(modifyAds(kLlPrmAdsDscp), a.dscp);
+  w.set(modifyAds(kLlPrmAdsUdpSport), a.udpSport);
   w.set(modifyAds(kLlPrmAdsVhcaPortNum), a.vhcaPortNum);
   // rmac_47_32 holds the MAC's first two bytes (the first on the wire most significant), rmac_31_0 the rest.
   w.set(modifyAds(kLlPrmAdsRmac47_32), uint32_t{a.rmac[0]} << 8 | a.rmac[1]);

@@ -99,6 +99,8 @@ constexpr LlPrmField kLlPrmAdsSrcAddrIndex{0x48, 8, "src_addr_index"};  // local
 constexpr LlPrmField kLlPrmAdsHopLimit{0x58, 8, "hop_limit"};
 constexpr LlPrmField kLlPrmAdsTclass{0x64, 8, "tclass"};
 constexpr LlPrmField kLlPrmAdsRgidRip{0x80, 128, "rgid_rip"};  // remote GID / IP, in wire byte order
+constexpr LlPrmField kLlPrmAdsDscp{0x10a, 6, "dscp"};           // RoCE v2: the IP header's DSCP
+constexpr LlPrmField kLlPrmAdsUdpSport{0x110, 16, "udp_sport"};  // RoCE v2: the UDP source port
 constexpr LlPrmField kLlPrmAdsVhcaPortNum{0x128, 8, "vhca_port_num"};
 constexpr LlPrmField kLlPrmAdsRmac47_32{0x130, 16, "rmac_47_32"};  // RoCE: remote MAC bytes 0..1
 constexpr LlPrmField kLlPrmAdsRmac31_0{0x140, 32, "rmac_31_0"};    // RoCE: remote MAC bytes 2..5
@@ -230,7 +232,8 @@ struct LlPrmRst2initParams {
 const char* llPrmBuildRst2init(const LlPrmRst2initParams& p, std::vector<uint8_t>* in, size_t* outSize);
 
 // The primary address path of INIT -> RTR. IB: rlid, and grh with rgid when the peer is routed. RoCE: grh,
-// rgid (the peer's GID), srcAddrIndex (local GID index), hopLimit, tclass and rmac (from the address handle).
+// rgid (the peer's GID), srcAddrIndex (local GID index), hopLimit, tclass and rmac (from the address handle);
+// RoCE v2 adds udpSport and dscp, which RoCE v1 (no UDP/IP header) leaves zero.
 struct LlPrmAddressPath {
   bool grh;
   uint32_t rlid;
@@ -238,6 +241,8 @@ struct LlPrmAddressPath {
   uint32_t srcAddrIndex;
   uint32_t hopLimit;
   uint32_t tclass;
+  uint32_t dscp;
+  uint32_t udpSport;
   uint8_t rmac[6];  // wire order
   bool forceLoopback;
   uint32_t vhcaPortNum;

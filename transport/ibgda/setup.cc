@@ -7,11 +7,13 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "checks.h"
 #include "param.h"
 #include "transport/ibgda/model/cuda_memory.h"
 #include "transport/ibgda/prm_cmd.h"
+#include "transport/ibgda/roce.h"
 
 namespace {
 
@@ -178,7 +180,8 @@ llResult_t createCqQp(llIbgdaEndpoints* ep, const Layout& l, int p, uint32_t eqn
   return llSuccess;
 }
 
-llResult_t bringUp(llIbgdaEndpoints* ep, int p, const ibv_port_attr& port, uint8_t portNum) {
+llResult_t bringUp(llIbgdaEndpoints* ep, int p, const ibv_port_attr& port, const llIbgdaAddressing& addr,
+                   uint8_t portNum) {
   const llVerbs* v = ep->v;
   const llIbgdaPeer& peer = ep->peers[p];
   const uint32_t qpn = ep->qp[p].qpn;
@@ -203,12 +206,10 @@ llResult_t bringUp(llIbgdaEndpoints* ep, int p, const ibv_port_attr& port, uint8
   b.logRraMax = 4;
   b.minRnrNak = 12;
   b.path.vhcaPortNum = portNum;
-  b.path.rlid = peer.lid;
-  if (port.link_layer != IBV_LINK_LAYER_INFINIBAND) {
-    // RoCE needs the peer's MAC from an address handle, which this setup does not build yet.
-    LL_WARN("ibgda: INIT2RTR_QP for peer %d: port %u is not InfiniBand (RoCE is not supported yet)", p, portNum);
-    return llSystemError;
-  }
+  if (addr.roce)
+    LLCHECK(llIbgdaRocePath(ep->v, ep->pd, p, ep->peers[p].gid, addr, portNum, &b));
+  else
+    b.path.rlid = peer.lid;
   if (const char* f = llPrmBuildInit2rtr(b, &in, &outSize)) return encodeFailed("INIT2RTR_QP", p, f);
   LLCHECK(modify(v, ep->qpObjs[p], "INIT2RTR_QP", p, in, outSize));
 
@@ -243,13 +244,12 @@ llResult_t connect(const llVerbs* v, llBootstrap* bs, void* buffer, size_t bytes
     return llSystemError;
   }
   ep->lid = port.lid;
+  llIbgdaAddressing addr;
+  LLCHECK(llIbgdaLocalAddress(v, ep->context, o.port, port, &addr));
+  ep->roce = addr.roce;
+  ep->gidIndex = addr.gidIndex;
   Card mine{};
-  ibv_gid gid{};
-  if (v->queryGid(ep->context, o.port, 0, &gid) != 0) {
-    LL_WARN("ibgda: query of GID 0 on port %u failed: %s", o.port, strerror(errno));
-    return llSystemError;
-  }
-  std::memcpy(mine.gid, gid.raw, 16);
+  std::memcpy(mine.gid, addr.gid.raw, 16);
 
   ep->pd = v->allocPd(ep->context);
   if (!ep->pd) {
@@ -325,7 +325,7 @@ llResult_t connect(const llVerbs* v, llBootstrap* bs, void* buffer, size_t bytes
     peer.base = c.base;
     std::memcpy(&peer.qpn, all.data() + slot * p + sizeof(Card) + 4 * bs->rank, 4);
   }
-  for (int p = 0; p < R; p++) LLCHECK(bringUp(ep, p, port, o.port));
+  for (int p = 0; p < R; p++) LLCHECK(bringUp(ep, p, port, addr, o.port));
   // Every rank's QPs accept before anyone posts: a write to a QP still in RST or INIT would find no
   // responder (on hardware, retries that may run out).
   return bs->barrier();
@@ -412,7 +412,12 @@ llResult_t llIbgdaQuietPeer(llIbgdaEndpoints* ep, int peer) {
   LlIbgdaQp* qp = &ep->qp[peer];
   const uint32_t synd = llIbgdaQuiet(qp);
   if (synd == 0) return llSuccess;
-  LL_WARN("ibgda: rank %d -> peer %d (qpn 0x%x -> 0x%x): work request %u failed: syndrome 0x%x (%s)", ep->rank,
-          peer, qp->qpn, ep->peers[peer].qpn, qp->errWqeCounter, synd, llIbgdaSyndromeName(synd));
+  // On RoCE, retries that run out most often mean packets that go nowhere: a wrong GID or MAC, or no route.
+  const std::string hint = ep->roce && synd == kLlMlx5SyndTransportRetryExcErr
+                               ? "; RoCE: no answer from GID " + llIbgdaGidText(ep->peers[peer].gid) +
+                                     " to our GID index " + std::to_string(ep->gidIndex)
+                               : "";
+  LL_WARN("ibgda: rank %d -> peer %d (qpn 0x%x -> 0x%x): work request %u failed: syndrome 0x%x (%s)%s", ep->rank,
+          peer, qp->qpn, ep->peers[peer].qpn, qp->errWqeCounter, synd, llIbgdaSyndromeName(synd), hint.c_str());
   return llRemoteError;
 }

@@ -1,12 +1,17 @@
 // ibgda host setup: connects the R ranks of a bootstrap with RC QPs through the verbs table (verbs.h), so
 // that each rank can post RDMA writes and atomics to every rank with ibgda_qp.h.
 //
-// Per rank: one device context (the first device, or LLEP_IB_HCA), one PD, one MR over the caller's buffer
-// (local write, remote write/read/atomic), one UMEM holding every ring and doorbell record, one UAR, and for
+// Per rank: one device context (the one nearest the current GPU, or LLEP_IB_HCA), one PD, one MR over the
+// caller's buffer (local write, remote write/read/atomic; through a dma-buf where possible), one UMEM holding every ring and doorbell record, one UAR, and for
 // every rank p (self included: a loopback QP, so device code needs no special case) one send CQ and one RC
 // QP created with DevX from prm_cmd.h's encoders. The ranks exchange {lid, gid, rkey, base, qpn per peer}
 // with allGather, then move each QP RST->INIT->RTR->RTS. Every command's status is checked; a failure is
 // llSystemError with a one-line message naming the command, the peer, status and syndrome.
+//
+// Addressing follows the port's link layer (roce.h). InfiniBand: the peer's LID (GID 0 is exchanged, unused).
+// Ethernet (RoCE): the GID at LLEP_IB_GID_INDEX, or the best entry of the GID table (llIbgdaChooseGid); the
+// address path carries the peer's GID, our GID index, LLEP_IB_TC, and the peer's MAC, which an address handle
+// to the peer's GID resolves.
 //
 // Rings live where the allocator puts them (host memory by default; GPU memory for kernels): setup builds
 // their first image in host memory and hands it to the allocator's upload.
@@ -63,6 +68,8 @@ struct llIbgdaEndpoints {
   mlx5dv_devx_umem* umem = nullptr;
   mlx5dv_devx_uar* uar = nullptr;
   uint16_t lid = 0;
+  bool roce = false;  // an Ethernet port: peers are addressed by GID and MAC
+  int gidIndex = 0;   // the GID table entry this rank is known by (InfiniBand: 0)
   std::vector<mlx5dv_devx_obj*> cqObjs, qpObjs;  // by peer rank
   std::vector<uint32_t> cqn;
   std::vector<LlIbgdaQp> qp;        // by peer rank: ready for ibgda_qp.h's posts (host copy)

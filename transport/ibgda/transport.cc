@@ -49,8 +49,12 @@ llResult_t llIbgdaTransportConnect(llComm* comm, llIbgdaTransport** out) {
     llIbgdaTransportClose(t);
     return res;
   }
-  LL_INFO(LL_INIT, "rank %d: ibgda connected to %d ranks through %s (lid %u)", comm->rank, comm->nranks,
-          v->provider, t->ep.lid);
+  if (t->ep.roce)
+    LL_INFO(LL_INIT, "rank %d: ibgda connected to %d ranks through %s (RoCE, GID index %d)", comm->rank,
+            comm->nranks, v->provider, t->ep.gidIndex);
+  else
+    LL_INFO(LL_INIT, "rank %d: ibgda connected to %d ranks through %s (lid %u)", comm->rank, comm->nranks,
+            v->provider, t->ep.lid);
   *out = t;
   return llSuccess;
 }

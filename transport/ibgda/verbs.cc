@@ -2,7 +2,8 @@
 //
 // Symbol versions are those libibverbs.so.1 and libmlx5.so.1 of rdma-core export (objdump -T): every
 // libibverbs function llep calls has a default IBVERBS_1.1 version (and a compat IBVERBS_1.0 one that takes
-// older structures, which dlsym could pick), ibv_reg_dmabuf_mr appeared at IBVERBS_1.12, mlx5dv_init_obj's
+// older structures, which dlsym could pick), _ibv_query_gid_ex (behind the static inline ibv_query_gid_ex)
+// appeared at IBVERBS_1.11, ibv_reg_dmabuf_mr at IBVERBS_1.12, mlx5dv_init_obj's
 // current version is MLX5_1.2 (MLX5_1.0 is a compat one) and the DevX calls and mlx5dv_open_device are
 // MLX5_1.7. dlsym is the fallback for a library built without versions.
 #include "transport/ibgda/verbs.h"
@@ -39,6 +40,16 @@ int queryPortLikeInline(ibv_context* context, uint8_t portNum, ibv_port_attr* at
   return gCompatQueryPort(context, portNum, attr);
 }
 
+// The static inline ibv_query_gid_ex passes the size of the caller's struct to the exported
+// _ibv_query_gid_ex; queryGidEx does the same with the symbol found at load time.
+using QueryGidExFn = int (*)(ibv_context*, uint32_t, uint32_t, ibv_gid_entry*, uint32_t, size_t);
+QueryGidExFn gQueryGidEx = nullptr;
+
+int queryGidExLikeInline(ibv_context* context, uint32_t portNum, uint32_t index, ibv_gid_entry* entry,
+                         uint32_t flags) {
+  return gQueryGidEx(context, portNum, index, entry, flags, sizeof(*entry));
+}
+
 // Finds name@version in lib (dlsym when the library has no such version) and stores it in *fn.
 template <typename Fn>
 bool bind(void* lib, const char* libName, const char* name, const char* version, Fn* fn) {
@@ -67,12 +78,16 @@ bool bindVerbs(void* lib, const char* n, llVerbs* v) {
             bind(lib, n, "ibv_query_gid", k11, &v->queryGid) &
             bind(lib, n, "ibv_alloc_pd", k11, &v->allocPd) &
             bind(lib, n, "ibv_dealloc_pd", k11, &v->deallocPd) &
+            bind(lib, n, "ibv_create_ah", k11, &v->createAh) & bind(lib, n, "ibv_destroy_ah", k11, &v->destroyAh) &
             // The ibv_reg_mr macro calls this symbol for access flags without IBV_ACCESS_OPTIONAL_RANGE.
             bind(lib, n, "ibv_reg_mr", k11, &v->regMr) & bind(lib, n, "ibv_dereg_mr", k11, &v->deregMr);
   v->queryPort = queryPortLikeInline;
-  // Optional: older rdma-core lacks it, and callers can register with regMr instead.
+  // Optional: older rdma-core lacks them. Callers can register with regMr instead; without GID types only
+  // InfiniBand ports can be used.
   v->regDmabufMr =
       reinterpret_cast<decltype(v->regDmabufMr)>(dlvsym(lib, "ibv_reg_dmabuf_mr", "IBVERBS_1.12"));
+  gQueryGidEx = reinterpret_cast<QueryGidExFn>(dlvsym(lib, "_ibv_query_gid_ex", "IBVERBS_1.11"));
+  v->queryGidEx = gQueryGidEx ? queryGidExLikeInline : nullptr;
   return ok;
 }
 

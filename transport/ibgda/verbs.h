@@ -21,6 +21,10 @@ struct llVerbs {
   // verbs.h makes ibv_query_port a static inline; this entry behaves like it (see verbs.cc).
   int (*queryPort)(ibv_context* context, uint8_t portNum, ibv_port_attr* attr);
   int (*queryGid)(ibv_context* context, uint8_t portNum, int index, ibv_gid* gid);
+  // Behaves like the static inline ibv_query_gid_ex (see verbs.cc): a GID with its type, which tells RoCE v2
+  // entries from RoCE v1 ones. nullptr where rdma-core predates it (IBVERBS_1.11, rdma-core v32); returns 0
+  // or an errno value (ENODATA for an empty entry).
+  int (*queryGidEx)(ibv_context* context, uint32_t portNum, uint32_t index, ibv_gid_entry* entry, uint32_t flags);
 
   ibv_pd* (*allocPd)(ibv_context* context);
   int (*deallocPd)(ibv_pd* pd);
@@ -28,7 +32,11 @@ struct llVerbs {
   // nullptr where rdma-core predates dma-buf registration (IBVERBS_1.12): callers fall back to regMr.
   ibv_mr* (*regDmabufMr)(ibv_pd* pd, uint64_t offset, size_t length, uint64_t iova, int fd, int access);
   int (*deregMr)(ibv_mr* mr);
-  // For MLX5DV_OBJ_PD: the PD number that CREATE_QP needs.
+  // RoCE: an address handle to a peer's GID makes rdma-core resolve the peer's MAC (ARP / neighbour discovery).
+  ibv_ah* (*createAh)(ibv_pd* pd, ibv_ah_attr* attr);
+  int (*destroyAh)(ibv_ah* ah);
+  // For MLX5DV_OBJ_PD: the PD number that CREATE_QP needs; for MLX5DV_OBJ_AH: the address vector, whose rmac
+  // is the MAC that a RoCE QP's address path needs.
   int (*mlx5dvInitObj)(mlx5dv_obj* obj, uint64_t objType);
 
   mlx5dv_devx_obj* (*devxObjCreate)(ibv_context* context, const void* in, size_t inlen, void* out,

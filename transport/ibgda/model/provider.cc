@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "param.h"
+#include "transport/ibgda/model/be.h"
 #include "transport/ibgda/model/cuda_memory.h"
 #include "transport/ibgda/model/socket_wire.h"
 
@@ -76,6 +78,12 @@ constexpr Bits kQpSt{0xc8, 8}, kQpPd{0xe8, 24}, kQpMtu{0x100, 3}, kQpLogRqSize{0
     kQpWqUmemOffset{0x800, 64}, kQpWqUmemId{0x840, 32}, kQpWqUmemValid{0x860, 1};
 constexpr Bits kOutQpn{0x48, 24};
 constexpr Bits kModifyQpn{0x48, 24};
+// The primary address path's RoCE fields (ads at 0x180): grh (ads 0x28), src_addr_index (0x48), hop_limit
+// (0x58), tclass (0x64), rgid_rip (0x80, 16 bytes), dscp (0x10a), udp_sport (0x110), rmac_47_32 and rmac_31_0
+// (0x130, together the MAC's 6 bytes in wire order).
+constexpr Bits kQpGrh{0x1a8, 1}, kQpSrcAddrIndex{0x1c8, 8}, kQpHopLimit{0x1d8, 8}, kQpTclass{0x1e4, 8},
+    kQpDscp{0x28a, 6}, kQpUdpSport{0x290, 16};
+constexpr size_t kQpRgidByte = 0x200 / 8, kQpRmacByte = 0x2b0 / 8;
 constexpr uint32_t kStRc = 0x0, kRqTypeZeroSize = 0x3;
 
 // query_hca_cap: op_mod = capability type << 1 | current; general caps are type 0, atomic caps type 3.
@@ -113,6 +121,8 @@ enum Syndrome : uint32_t {
   kSynBadRlid,
   kSynQpState,
   kSynCapType,
+  kSynGrhRequired,   // Ethernet: llep's RoCE paths say grh (firmware would not insist: see provider.h)
+  kSynBadSgidIndex,  // Ethernet: src_addr_index is not a set entry of the GID table
 };
 }  // namespace cmd
 
@@ -127,6 +137,7 @@ CmdResult badParam(uint32_t syndrome) { return {cmd::kStatBadParam, syndrome}; }
 constexpr const char* kDeviceName = "llep_model0";
 constexpr uint8_t kPort = 1;
 constexpr uint32_t kMaxContextsPerRank = 16;
+constexpr PeerId kNoContext = 0;  // no context has LID 0: an Ethernet path whose MAC and GID lead nowhere
 constexpr size_t kUarPageBytes = 4096;
 constexpr size_t kBlueFlameOffset = 0x800;  // first BlueFlame register of an mlx5 UAR page
 constexpr uint32_t kCqDbrecBytes = 8;       // consumer index and arm words
@@ -180,6 +191,7 @@ class ProcessWire final : public Wire {
 
  private:
   std::shared_ptr<SocketWire> route(PeerId lid, Responder** local) {
+    if (lid == kNoContext) return nullptr;
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = local_.find(lid);
     if (it != local_.end()) {
@@ -251,8 +263,14 @@ struct Obj {
   uint32_t number;  // cqn or qpn
 };
 
+// An address handle and the address vector mlx5dv_init_obj(MLX5DV_OBJ_AH) exposes.
+struct Ah {
+  ibv_ah pub;  // first, as above
+  mlx5_wqe_av av;
+};
+
 struct Context {
-  explicit Context(uint16_t lid) : lid(lid), routes(hostMemory()), nic(routes.memory(), processWire()) {
+  Context(uint16_t lid, bool eth) : lid(lid), eth(eth), routes(hostMemory()), nic(routes.memory(), processWire()) {
     shell.ibv.device = modelDevice();
     shell.ibv.cmd_fd = -1;
     shell.ibv.async_fd = -1;
@@ -295,6 +313,7 @@ struct Context {
 
   ContextShell shell{};
   const uint16_t lid;
+  const bool eth;  // the port's link layer is Ethernet (RoCE)
   // Registered device memory is reached through the CudaMemory of its GPU, everything else as host memory.
   // Declared before the model, which accesses memory through `routes` until it is destroyed.
   std::map<int, std::unique_ptr<CudaMemory>> gpus;  // by device ordinal, made on first need; under mutex
@@ -306,9 +325,10 @@ struct Context {
   std::map<uint32_t, std::unique_ptr<Umem>> umems;
   std::map<uint32_t, std::unique_ptr<Uar>> uars;
   std::map<Obj*, std::unique_ptr<Obj>> objs;
+  std::map<ibv_ah*, std::unique_ptr<Ah>> ahs;
   std::map<uint32_t, ModelCqView> cqs;
   std::map<uint32_t, ModelQpView> qps;
-  uint32_t nextPd = 1, nextUmem = 1, nextUar = 1;
+  uint32_t nextPd = 1, nextUmem = 1, nextUar = 1, nextAh = 1;
   std::atomic<bool> stop{false};
   std::thread watcher;
   std::shared_ptr<SocketWire> socket;  // this process's link to other ranks (LLEP_MODEL_JOB), if it holds it
@@ -351,6 +371,84 @@ void unroute(Context& c, uint64_t route) {
   if (route) c.routes.release(route);
 }
 
+// ---- GIDs and MACs ----------------------------------------------------------------------------------------
+// IB port: one GID, fe80::/64 with an interface id of 02:'l'('l' for llep), the LID (which carries the rank) and
+// the pid. Ethernet port: the table a ConnectX port shows for an interface with an IPv6 link-local and one IPv4
+// address, each as a RoCE v1 and a RoCE v2 entry, then room for more:
+//   0 RoCE v1 fe80::..   1 RoCE v2 fe80::..   2 RoCE v1 ::ffff:10.108.<LID>   3 RoCE v2 ::ffff:10.108.<LID>
+//   4..7 empty
+constexpr int kEthGidTableLen = 8;
+constexpr uint8_t kIpv4Net[2] = {10, 108};  // 10.108.0.0/16: the model's IPv4 subnet ('l' is 108)
+
+int gidTableLen(const Context& c) { return c.eth ? kEthGidTableLen : 1; }
+
+void linkLocalGid(uint16_t lid, uint8_t* g) {
+  std::memset(g, 0, 16);
+  g[0] = 0xfe;
+  g[1] = 0x80;
+  g[8] = 0x02;
+  g[9] = 'l';
+  storeBe16(g + 10, lid);
+  storeBe32(g + 12, (uint32_t)getpid());
+}
+
+void ipv4Gid(uint16_t lid, uint8_t* g) {
+  std::memset(g, 0, 16);
+  g[10] = g[11] = 0xff;
+  g[12] = kIpv4Net[0];
+  g[13] = kIpv4Net[1];
+  storeBe16(g + 14, lid);
+}
+
+// Entry `index` of the context's table; false for an empty one.
+bool gidEntry(const Context& c, uint32_t index, ibv_gid_entry* e) {
+  *e = ibv_gid_entry{};
+  e->gid_index = index;
+  e->port_num = kPort;
+  if (!c.eth) {
+    e->gid_type = IBV_GID_TYPE_IB;
+    linkLocalGid(c.lid, e->gid.raw);
+    return index == 0;
+  }
+  if (index > 3) return false;
+  e->gid_type = index % 2 ? IBV_GID_TYPE_ROCE_V2 : IBV_GID_TYPE_ROCE_V1;
+  if (index < 2)
+    linkLocalGid(c.lid, e->gid.raw);
+  else
+    ipv4Gid(c.lid, e->gid.raw);
+  return true;
+}
+
+// The LID of the context a GID of the model names (either address form), or kNoContext.
+PeerId gidLid(const uint8_t* g) {
+  static const uint8_t linkLocal[10] = {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x02, 'l'};
+  static const uint8_t ipv4[14] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, kIpv4Net[0], kIpv4Net[1]};
+  if (std::memcmp(g, linkLocal, sizeof(linkLocal)) == 0) return (PeerId)(g[10] << 8 | g[11]);
+  if (std::memcmp(g, ipv4, sizeof(ipv4)) == 0) return (PeerId)(g[14] << 8 | g[15]);
+  return kNoContext;
+}
+
+// Stale neighbour entries (modelSetStaleMac), by LID.
+struct StaleMacs {
+  std::mutex mutex;
+  std::map<uint16_t, std::array<uint8_t, 6>> byLid;
+};
+StaleMacs& staleMacs() {
+  static StaleMacs stale;
+  return stale;
+}
+
+// What the model's neighbour table answers for context `lid`: its MAC, or a stale one a test put there.
+void neighbourMac(uint16_t lid, uint8_t* mac) {
+  StaleMacs& stale = staleMacs();
+  std::lock_guard<std::mutex> lock(stale.mutex);
+  auto it = stale.byLid.find(lid);
+  if (it != stale.byLid.end())
+    std::memcpy(mac, it->second.data(), 6);
+  else
+    modelMac(lid, mac);
+}
+
 // ---- device list, contexts, port, GID ---------------------------------------------------------------------
 
 ibv_device** getDeviceList(int* n) {
@@ -362,6 +460,15 @@ void freeDeviceList(ibv_device** list) { delete[] list; }
 
 const char* getDeviceName(ibv_device* device) { return device ? device->name : nullptr; }
 
+// LLEP_MODEL_LINK: ib or eth. Anything else is refused, so a misspelt value cannot quietly test the other one.
+bool ethernetLink(bool* eth) {
+  const char* link = llParamModelLink();
+  *eth = std::strcmp(link, "eth") == 0;
+  if (*eth || std::strcmp(link, "ib") == 0) return true;
+  std::fprintf(stderr, "llep model: LLEP_MODEL_LINK='%s' is neither ib nor eth\n", link);
+  return false;
+}
+
 uint16_t nextLid() {
   static std::atomic<uint32_t> opened{0};
   return (uint16_t)(1 + envRank() * kMaxContextsPerRank + opened++ % kMaxContextsPerRank);
@@ -372,7 +479,9 @@ uint16_t nextLid() {
 // process at a time; later ones reach only this process's contexts).
 ibv_context* openDevice(ibv_device* device) {
   if (device != modelDevice()) return failWith<ibv_context>(ENODEV);
-  auto* ctx = new Context(nextLid());
+  bool eth = false;
+  if (!ethernetLink(&eth)) return failWith<ibv_context>(EINVAL);
+  auto* ctx = new Context(nextLid(), eth);
   const std::string dir = modelJobDir();
   if (!dir.empty() && !processWire().hasSocket()) {
     SocketWireOptions options;
@@ -412,38 +521,39 @@ int closeDevice(ibv_context* c) {
   return 0;
 }
 
+// An Ethernet port has no LID and no subnet manager; its GID table is kEthGidTableLen long.
 int queryPort(ibv_context* c, uint8_t port, ibv_port_attr* attr) {
   Context* ctx = contextOf(c);
   if (!ctx || port != kPort || !attr) return failCode(EINVAL);
   *attr = ibv_port_attr{};
   attr->state = IBV_PORT_ACTIVE;
   attr->max_mtu = attr->active_mtu = IBV_MTU_4096;
-  attr->gid_tbl_len = 1;
+  attr->gid_tbl_len = gidTableLen(*ctx);
   attr->max_msg_sz = 1u << 30;
   attr->pkey_tbl_len = 1;
-  attr->lid = ctx->lid;
-  attr->sm_lid = 1;
+  attr->lid = ctx->eth ? 0 : ctx->lid;
+  attr->sm_lid = ctx->eth ? 0 : 1;
   attr->phys_state = 5;    // LinkUp
   attr->active_width = 2;  // 4x
-  attr->link_layer = IBV_LINK_LAYER_INFINIBAND;
+  attr->link_layer = ctx->eth ? IBV_LINK_LAYER_ETHERNET : IBV_LINK_LAYER_INFINIBAND;
   return 0;
 }
 
-// fe80::/64 and an interface id of 02:'l'('l' for llep), the LID (which carries the rank) and the pid.
+// As rdma-core's ibv_query_gid: an empty entry inside the table reads as the zero GID.
 int queryGid(ibv_context* c, uint8_t port, int index, ibv_gid* gid) {
   Context* ctx = contextOf(c);
-  if (!ctx || port != kPort || index != 0 || !gid) return failCode(EINVAL);
-  uint8_t* g = gid->raw;
-  std::memset(g, 0, 16);
-  g[0] = 0xfe;
-  g[1] = 0x80;
-  g[8] = 0x02;
-  g[9] = 'l';
-  g[10] = (uint8_t)(ctx->lid >> 8);
-  g[11] = (uint8_t)ctx->lid;
-  uint32_t pid = (uint32_t)getpid();
-  for (int i = 0; i < 4; i++) g[12 + i] = (uint8_t)(pid >> (24 - 8 * i));
+  if (!ctx || port != kPort || index < 0 || index >= gidTableLen(*ctx) || !gid) return failCode(EINVAL);
+  ibv_gid_entry e{};
+  if (!gidEntry(*ctx, (uint32_t)index, &e)) e.gid = ibv_gid{};
+  *gid = e.gid;
   return 0;
+}
+
+// As ibv_query_gid_ex: 0, or an error number (ENODATA for an empty entry); flags must be 0.
+int queryGidEx(ibv_context* c, uint32_t port, uint32_t index, ibv_gid_entry* entry, uint32_t flags) {
+  Context* ctx = contextOf(c);
+  if (!ctx || port != kPort || index >= (uint32_t)gidTableLen(*ctx) || !entry || flags) return failCode(EINVAL);
+  return gidEntry(*ctx, index, entry) ? 0 : failCode(ENODATA);
 }
 
 // ---- PD and memory registration ---------------------------------------------------------------------------
@@ -512,9 +622,63 @@ int deregMr(ibv_mr* mr) {
   return 0;
 }
 
+// ---- Address handles --------------------------------------------------------------------------------------
+
+// Ethernet: the destination GID must name a context, whose MAC (or a stale one, modelSetStaleMac) the address
+// vector gets, as the kernel's neighbour resolution would give it; a GID that names none is unreachable
+// (EHOSTUNREACH), and RoCE addresses are always global. IB: the LID is the destination.
+ibv_ah* createAh(ibv_pd* pd, ibv_ah_attr* attr) {
+  Context* ctx = pd ? contextOf(pd->context) : nullptr;
+  if (!ctx || !attr || attr->port_num != kPort || (ctx->eth && !attr->is_global)) return failWith<ibv_ah>(EINVAL);
+  auto ah = std::make_unique<Ah>();
+  mlx5_wqe_av& av = ah->av;
+  if (attr->is_global) {
+    ibv_gid_entry source;
+    if (!gidEntry(*ctx, attr->grh.sgid_index, &source)) return failWith<ibv_ah>(EINVAL);
+    std::memcpy(av.rgid, attr->grh.dgid.raw, 16);
+    av.hop_limit = attr->grh.hop_limit;
+    av.tclass = attr->grh.traffic_class;
+  }
+  if (ctx->eth) {
+    const PeerId lid = gidLid(attr->grh.dgid.raw);
+    if (lid == kNoContext) return failWith<ibv_ah>(EHOSTUNREACH);
+    neighbourMac((uint16_t)lid, av.rmac);
+  } else {
+    storeBe16(reinterpret_cast<uint8_t*>(&av.rlid), attr->dlid);
+  }
+  ah->pub.context = pd->context;
+  ah->pub.pd = pd;
+  std::lock_guard<std::mutex> lock(ctx->mutex);
+  ah->pub.handle = ctx->nextAh++;
+  ibv_ah* out = &ah->pub;
+  ctx->ahs[out] = std::move(ah);
+  return out;
+}
+
+int destroyAh(ibv_ah* ah) {
+  Context* ctx = ah ? contextOf(ah->context) : nullptr;
+  if (!ctx) return failCode(EINVAL);
+  std::lock_guard<std::mutex> lock(ctx->mutex);
+  return ctx->ahs.erase(ah) ? 0 : failCode(EINVAL);
+}
+
+// PD: its number. AH: its address vector, which lives as long as the handle.
 int mlx5dvInitObj(mlx5dv_obj* obj, uint64_t type) {
-  if (type != MLX5DV_OBJ_PD || !obj || !obj->pd.in || !obj->pd.out) return failCode(EOPNOTSUPP);
-  obj->pd.out->pdn = obj->pd.in->handle;
+  const uint64_t known = MLX5DV_OBJ_PD | MLX5DV_OBJ_AH;
+  if (!obj || !type || (type & ~known)) return failCode(EOPNOTSUPP);
+  if (type & MLX5DV_OBJ_PD) {
+    if (!obj->pd.in || !obj->pd.out) return failCode(EINVAL);
+    obj->pd.out->pdn = obj->pd.in->handle;
+  }
+  if (type & MLX5DV_OBJ_AH) {
+    Context* ctx = obj->ah.in ? contextOf(obj->ah.in->context) : nullptr;
+    if (!ctx || !obj->ah.out) return failCode(EINVAL);
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    auto it = ctx->ahs.find(obj->ah.in);
+    if (it == ctx->ahs.end()) return failCode(EINVAL);
+    obj->ah.out->av = &it->second->av;
+    obj->ah.out->comp_mask = 0;
+  }
   return 0;
 }
 
@@ -641,6 +805,32 @@ CmdResult createQp(Context& c, const uint8_t* in, size_t inlen, uint8_t* out, si
   return kCmdOk;
 }
 
+// INIT2RTR's address path on an Ethernet port. Packets go to the MAC in rmac, and the context there takes them
+// only when rgid is one of its addresses; otherwise they are lost (destLid kNoContext), which RTR cannot see.
+CmdResult decodeRocePath(const Context& c, const uint8_t* in, ModelQpView* v) {
+  using namespace cmd;
+  v->grh = getBits(in, kQpGrh);
+  v->srcAddrIndex = (uint32_t)getBits(in, kQpSrcAddrIndex);
+  v->hopLimit = (uint32_t)getBits(in, kQpHopLimit);
+  v->tclass = (uint32_t)getBits(in, kQpTclass);
+  v->dscp = (uint32_t)getBits(in, kQpDscp);
+  v->udpSport = (uint32_t)getBits(in, kQpUdpSport);
+  std::memcpy(v->rgid, in + kQpRgidByte, 16);
+  std::memcpy(v->rmac, in + kQpRmacByte, 6);
+  if (!v->grh) return badParam(kSynGrhRequired);
+  ibv_gid_entry source;
+  if (!gidEntry(c, v->srcAddrIndex, &source)) return badParam(kSynBadSgidIndex);
+  if (getBits(in, kQpFl)) {
+    v->destLid = c.lid;
+    return kCmdOk;
+  }
+  const PeerId named = gidLid(v->rgid);
+  uint8_t mac[6];
+  modelMac((uint16_t)named, mac);
+  v->destLid = named != kNoContext && std::memcmp(mac, v->rmac, 6) == 0 ? (uint32_t)named : kNoContext;
+  return kCmdOk;
+}
+
 // Reads what one transition sets into *v and says where the QP goes (and, for RTR, its remote).
 CmdResult decodeTransition(const Context& c, uint32_t opcode, const uint8_t* in, ModelQpView* v, QpState* to,
                            RemoteQp* remote) {
@@ -659,9 +849,16 @@ CmdResult decodeTransition(const Context& c, uint32_t opcode, const uint8_t* in,
       v->mtu = (uint32_t)getBits(in, kQpMtu);
       if (v->mtu < IBV_MTU_256 || v->mtu > IBV_MTU_4096) return badParam(kSynBadMtu);
       v->remoteQpn = (uint32_t)getBits(in, kQpRemoteQpn);
-      v->rlid = getBits(in, kQpFl) ? c.lid : (uint32_t)getBits(in, kQpRlid);
-      if (v->rlid == 0) return badParam(kSynBadRlid);
-      *remote = RemoteQp{(PeerId)v->rlid, v->remoteQpn};
+      if (c.eth) {
+        v->rlid = (uint32_t)getBits(in, kQpRlid);
+        CmdResult r = decodeRocePath(c, in, v);
+        if (r.status != kStatOk) return r;
+      } else {
+        v->rlid = getBits(in, kQpFl) ? c.lid : (uint32_t)getBits(in, kQpRlid);
+        if (v->rlid == 0) return badParam(kSynBadRlid);
+        v->destLid = v->rlid;
+      }
+      *remote = RemoteQp{(PeerId)v->destLid, v->remoteQpn};
       *to = QpState::kRtr;
       return kCmdOk;
     case kOpRtr2Rts:
@@ -688,9 +885,9 @@ CmdResult modifyQp(Context& c, uint32_t qpn, const uint8_t* in, size_t inlen, si
   return kCmdOk;
 }
 
-// Plausible ConnectX-class answers: the ring limits NicModel enforces, an IB port, no RoCE, host-endian
-// 8-byte atomics with fetch-add and masked fetch-add on 4- and 8-byte operands.
-CmdResult queryHcaCap(const uint8_t* in, size_t inlen, uint8_t* out, size_t outlen) {
+// Plausible ConnectX-class answers: the ring limits NicModel enforces, the port type of the link layer (RoCE
+// with Ethernet), host-endian 8-byte atomics with fetch-add and masked fetch-add on 4- and 8-byte operands.
+CmdResult queryHcaCap(const Context& c, const uint8_t* in, size_t inlen, uint8_t* out, size_t outlen) {
   using namespace cmd;
   if (inlen < kQueryHcaCapInBytes) return {kStatBadInputLen, kSynShortInput};
   if (outlen < kQueryHcaCapOutBytes) return {kStatBadOutputLen, kSynShortOutput};
@@ -702,9 +899,9 @@ CmdResult queryHcaCap(const uint8_t* in, size_t inlen, uint8_t* out, size_t outl
       putBits(out, kCapLogMaxCq, 16);
       putBits(out, kCapLogMaxRaReqQp, 4);
       putBits(out, kCapLogMaxRaResQp, 4);
-      putBits(out, kCapPortType, 0);  // IB
+      putBits(out, kCapPortType, c.eth ? 1 : 0);  // 0 IB, 1 Ethernet
       putBits(out, kCapLogMaxMsg, 30);
-      putBits(out, kCapRoce, 0);
+      putBits(out, kCapRoce, c.eth ? 1 : 0);
       putBits(out, kCapAtomic, 1);
       return kCmdOk;
     case 0x3:
@@ -785,10 +982,11 @@ int objDestroy(mlx5dv_devx_obj* handle) {
 }
 
 int generalCmd(ibv_context* c, const void* inv, size_t inlen, void* outv, size_t outlen) {
-  if (!contextOf(c) || !usable(inv, inlen, outv, outlen)) return failCode(EINVAL);
+  Context* ctx = contextOf(c);
+  if (!ctx || !usable(inv, inlen, outv, outlen)) return failCode(EINVAL);
   auto in = static_cast<const uint8_t*>(inv);
   CmdResult r = getBits(in, cmd::kOpcode) == cmd::kOpQueryHcaCap
-                    ? queryHcaCap(in, inlen, static_cast<uint8_t*>(outv), outlen)
+                    ? queryHcaCap(*ctx, in, inlen, static_cast<uint8_t*>(outv), outlen)
                     : CmdResult{cmd::kStatBadOp, cmd::kSynUnknownOpcode};
   return finish(r, outv, outlen);
 }
@@ -834,6 +1032,22 @@ bool modelQpView(ibv_context* context, uint32_t qpn, ModelQpView* view) {
   return true;
 }
 
+void modelMac(uint16_t lid, uint8_t* mac) {
+  mac[0] = 0x02;  // locally administered, unicast
+  mac[1] = 'l';
+  mac[2] = mac[3] = 0;
+  storeBe16(mac + 4, lid);
+}
+
+void modelSetStaleMac(uint16_t lid, const uint8_t* mac) {
+  StaleMacs& stale = staleMacs();
+  std::lock_guard<std::mutex> lock(stale.mutex);
+  if (mac)
+    std::memcpy(stale.byLid[lid].data(), mac, 6);
+  else
+    stale.byLid.erase(lid);
+}
+
 }  // namespace llnic
 
 const llVerbs* llModelVerbs() {
@@ -849,11 +1063,14 @@ const llVerbs* llModelVerbs() {
     v.closeDevice = closeDevice;
     v.queryPort = queryPort;
     v.queryGid = queryGid;
+    v.queryGidEx = queryGidEx;
     v.allocPd = allocPd;
     v.deallocPd = deallocPd;
     v.regMr = regMr;
     v.regDmabufMr = regDmabufMr;
     v.deregMr = deregMr;
+    v.createAh = createAh;
+    v.destroyAh = destroyAh;
     v.mlx5dvInitObj = mlx5dvInitObj;
     v.devxObjCreate = objCreate;
     v.devxObjDestroy = objDestroy;

@@ -6,8 +6,16 @@
 // it.
 //
 // Addressing: a context's LID is 1 + 16 * rank + (its open order in the process modulo 16), rank from RANK
-// (as llrun sets it) or 0; INIT2RTR's rlid picks the peer context (force-loopback: itself). Contexts of this
-// process reach each other directly. With LLEP_MODEL_JOB set (a directory, or a job name for
+// (as llrun sets it) or 0. LLEP_MODEL_LINK (read when a context opens) sets the port's link layer:
+// - ib (default): INIT2RTR's rlid picks the peer context (force-loopback: itself).
+// - eth (RoCE): the port has no LID (0), and a GID table that holds each of two addresses (IPv6 link-local,
+//   IPv4 ::ffff:10.108.<LID>) as a RoCE v1 and a RoCE v2 entry; both name the context by its LID. Every context
+//   has a MAC, 02:6c:00:00:<LID>, which an address handle to any of its GIDs resolves. INIT2RTR must carry grh
+//   (a check of llep's encoder, not a device rule: the kernel leaves the bit clear on its own RoCE QPs) and a
+//   set src_addr_index; the QP reaches the context that rgid names only when rmac is that context's MAC.
+//   Otherwise RTR still succeeds, as on a NIC (firmware does not check that a path leads anywhere), and every
+//   packet is lost: the first WQE completes with the transport-retries-exceeded syndrome.
+// Contexts of this process reach each other directly. With LLEP_MODEL_JOB set (a directory, or a job name for
 // SocketWire::jobDir), the first context a process opens (while none holds it) also listens on a SocketWire
 // as rank RANK: a LID of another rank (rank = (LID - 1) / 16) is reached through that rank's socket-wired
 // context; closing the context stops the wire and removes its socket file.
@@ -56,7 +64,13 @@ struct ModelQpView {
   // INIT2RTR
   uint32_t mtu = 0;
   uint32_t remoteQpn = 0;
-  uint32_t rlid = 0;  // the peer's LID (this context's own LID under force-loopback)
+  uint32_t rlid = 0;  // IB: the peer's LID (this context's own LID under force-loopback); Ethernet: as sent
+  // Ethernet (RoCE) address path, as sent
+  bool grh = false;
+  uint32_t srcAddrIndex = 0, hopLimit = 0, tclass = 0, dscp = 0, udpSport = 0;
+  uint8_t rgid[16] = {};
+  uint8_t rmac[6] = {};
+  uint32_t destLid = 0;  // the context the QP's packets reach; 0 when none does
   // RTR2RTS
   uint32_t nextSendPsn = 0;
 };
@@ -70,5 +84,10 @@ std::string modelMemoryError(ibv_context* context);
 // False when the context has no such object.
 bool modelCqView(ibv_context* context, uint32_t cqn, ModelCqView* view);
 bool modelQpView(ibv_context* context, uint32_t qpn, ModelQpView* view);
+// The MAC of context `lid` on an Ethernet port.
+void modelMac(uint16_t lid, uint8_t* mac);
+// Test hook, a stale neighbour entry: in this process, address handles to any GID of context `lid` resolve to
+// `mac` (6 bytes) instead of its MAC; nullptr restores the right one.
+void modelSetStaleMac(uint16_t lid, const uint8_t* mac);
 
 }  // namespace llnic
