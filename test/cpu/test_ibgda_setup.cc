@@ -321,6 +321,58 @@ LL_TEST(bad_rkey_is_remote_error_naming_peer) {
   EXPECT_EQ(entries(job.dir), 0);
 }
 
+// Rank 0 posts to rank 1 something rank 1's NIC must refuse or cannot take, then quiets: the error CQE comes
+// back as llRemoteError whose message names the peer and the syndrome. breakIt runs on rank 0 after the
+// connection and returns the WQE to post.
+void expectErrorNamingPeer(const std::function<void(llIbgdaEndpoints&, Buffer&)>& breakAndPost,
+                           uint32_t syndrome, const char* name) {
+  Job job;
+  auto rank = [&](int r) {
+    RankEnv env(job, r, 2);
+    const int fds = openFds();
+    Buffer buf(2);
+    llIbgdaEndpoints ep;
+    EXPECT_OK(llIbgdaConnect(env.v, env.bs, buf.p.get(), kBufBytes, nullptr, &ep));
+    EXPECT_OK(env.bs->barrier());
+    if (r == 0) {
+      breakAndPost(ep, buf);
+      EXPECT_EQ(llIbgdaQuietPeer(&ep, 1), llRemoteError);
+      const std::string msg = llGetLastError(nullptr);
+      EXPECT_MSG(msg.find("peer 1") != std::string::npos, "%s", msg.c_str());
+      EXPECT_MSG(msg.find(name) != std::string::npos, "%s", msg.c_str());
+      EXPECT_EQ(ep.qp[1].errSyndrome, syndrome);
+    }
+    EXPECT_OK(env.bs->barrier());
+    for (size_t i = 0; i < kChunk; i++) EXPECT_EQ((int)buf.p.get()[buf.slot(0) + i], 0);  // nothing arrived
+    EXPECT_OK(llIbgdaDisconnect(&ep));
+    EXPECT_EQ(openFds(), fds);
+  };
+  EXPECT_EQ(runChildren(2, rank), 0);
+  EXPECT_EQ(entries(job.dir), 0);
+}
+
+// A write that runs past the end of the peer's registered buffer: the peer's NIC refuses it.
+LL_TEST(out_of_bounds_is_remote_error_naming_peer) {
+  expectErrorNamingPeer(
+      [](llIbgdaEndpoints& ep, Buffer& buf) {
+        const llIbgdaPeer& peer = ep.peers[1];
+        llIbgdaPostWrite(&ep.qp[1], {buf.addr(buf.src(1)), ep.mr->lkey}, kChunk,
+                         {peer.base + kBufBytes - kChunk / 2, peer.rkey});
+      },
+      kLlMlx5SyndRemoteAccessErr, "syndrome 0x13 (remote access error)");
+}
+
+// A QP that has left RTS (as after a reset; here through the software device's own control) cannot send:
+// its first WQE completes with a local QP operation error.
+LL_TEST(qp_not_in_rts_is_error_naming_peer) {
+  expectErrorNamingPeer(
+      [](llIbgdaEndpoints& ep, Buffer& buf) {
+        EXPECT(llnic::modelNic(ep.context)->modifyQp(ep.qp[1].qpn, llnic::QpState::kReset) == llnic::Status::kOk);
+        llIbgdaPostWrite(&ep.qp[1], {buf.addr(buf.src(1)), ep.mr->lkey}, kChunk, {ep.peers[1].base + buf.slot(0), ep.peers[1].rkey});
+      },
+      kLlMlx5SyndLocalQpOpErr, "syndrome 0x2 (local QP operation error)");
+}
+
 // Disconnect then connect again in the same processes: new QPs, same LIDs' ranks, traffic still exact, and
 // nothing left after either disconnect.
 LL_TEST(reconnect_after_disconnect) {
