@@ -425,6 +425,32 @@ LL_TEST(reserve_waits_for_a_full_ring) {
   expectDrained(p.a, poller);
 }
 
+// A NIC that never answers (its doorbell poller stays paused): with spinTimeoutNs set, the first wait that
+// outlives it stalls the QP, and every later wait on it returns at once; quiet reports the stall. Four
+// threads post three rings' worth, so reserve, publish and quiet all meet the stall.
+LL_TEST(stalled_nic_bounds_every_wait) {
+  Pair p(4, 4);  // 16 WQEBBs
+  DoorbellPoller poller(p.a, true);
+  constexpr uint64_t kTimeoutNs = 50'000'000;
+  p.a.qp.spinTimeoutNs = kTimeoutNs;
+  Block src(64), dst(64 * 8);
+  fill(src, 3);
+  const LlMlx5Local l = p.a.local(src);
+  const MemoryKeys r = p.b.reg(dst, kRw);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> posters;
+  for (int t = 0; t < 4; t++)
+    posters.emplace_back([&] {
+      for (int i = 0; i < 12; i++) llIbgdaPostWrite(&p.a.qp, {l.addr, l.lkey}, 8, {dst.addr(), r.rkey});
+    });
+  for (std::thread& t : posters) t.join();
+  EXPECT_EQ(llIbgdaQuiet(&p.a.qp), kLlIbgdaSyndStalled);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(__atomic_load_n(&p.a.qp.stalled, __ATOMIC_ACQUIRE), 1u);
+  EXPECT_MSG(ms >= kTimeoutNs / 1e6 && ms < 2000, "%.1f ms: one timeout, then no waiting", ms);
+  EXPECT_EQ(p.a.modelQp().consumerIndex(), (uint16_t)0);  // the NIC never ran anything
+}
+
 // quiet returns only once every published WQE ran; it adds a signaled NOP only when the last WQE had no CQE.
 LL_TEST(quiet_waits_for_every_wqe) {
   Pair p;  // 64 WQEBBs: quarters of 16

@@ -23,6 +23,11 @@
 // so space keeps freeing and quiet still returns. The first error's syndrome stays in the QP (sticky) until
 // the host resets the QP and this struct.
 //
+// A NIC that stops answering altogether (no CQE ever comes) must not hang the GPU: with spinTimeoutNs set,
+// a wait that outlives it marks the QP stalled, and from then on every wait on the QP returns at once
+// (reserve hands out its slots unchecked, publish rings nothing, quiet reports kLlIbgdaSyndStalled). A
+// stalled QP is dead: the host must tear it down.
+//
 // Ordering of a publish (one thread at a time, in reservation order, through readyHead):
 //   WQE stores -> fence (gpu) -> doorbell record -> fence (sys) -> BlueFlame -> fence (sys) -> readyHead.
 // The first fence makes the WQE visible before the NIC can learn of it from the record; the second makes the
@@ -49,6 +54,7 @@ struct LlIbgdaQp {
   uint8_t* cq;          // this QP's own send CQ: 2^logCqSize CQEs, op_own set to kLlMlx5CqeInvalid << 4
   uint32_t logCqSize;   // >= logSqBbs (see "No CQ overrun" above)
   uint32_t* cqDbrec;    // word kLlMlx5CqDbrSetCiIndex holds the be32 consumer index
+  uint64_t spinTimeoutNs;  // bound on any one wait (0: none); see "A NIC that stops answering" above
 
   uint64_t resvHead;      // WQEBBs reserved
   uint64_t readyHead;     // WQEBBs published (doorbell rung), in order
@@ -58,7 +64,23 @@ struct LlIbgdaQp {
   uint32_t pollLock;      // 1 while a thread polls the CQ
   uint32_t errSyndrome;   // the first error CQE's syndrome (kLlMlx5Synd*), 0 while none
   uint32_t errWqeCounter; // and its wqe_counter, which names the failed WQE
+  uint32_t stalled;       // 1 once a wait outlived spinTimeoutNs
 };
+
+// What quiet returns for a stalled QP: above every 8-bit mlx5 syndrome.
+constexpr uint32_t kLlIbgdaSyndStalled = 0x100;
+
+// Whether a spin loop may go on: not once the QP is stalled, nor past spinTimeoutNs from the loop's first
+// round (*deadline starts at 0), which stalls the QP.
+LL_HD inline bool llIbgdaKeepSpinning(LlIbgdaQp* qp, uint64_t* deadline) {
+  if (llLoadVolatile(&qp->stalled)) return false;
+  if (qp->spinTimeoutNs == 0) return true;
+  const uint64_t now = llClockNs();
+  if (*deadline == 0) *deadline = now + qp->spinTimeoutNs;
+  if (now < *deadline) return true;
+  llStoreVolatile(&qp->stalled, 1u);
+  return false;
+}
 
 LL_HD inline uint32_t llIbgdaSqBbs(const LlIbgdaQp* qp) { return 1u << qp->logSqBbs; }
 
@@ -134,7 +156,8 @@ LL_HD inline uint32_t llIbgdaPollCq(LlIbgdaQp* qp) {
 LL_HD inline uint64_t llIbgdaReserve(LlIbgdaQp* qp, uint32_t nWqebb) {
   const uint64_t first = llAtomicAdd64(&qp->resvHead, nWqebb);
   const uint64_t end = first + nWqebb;
-  while (end - llLoadVolatile(&qp->consumed) > llIbgdaSqBbs(qp)) {
+  uint64_t deadline = 0;
+  while (end - llLoadVolatile(&qp->consumed) > llIbgdaSqBbs(qp) && llIbgdaKeepSpinning(qp, &deadline)) {
     llIbgdaPollCq(qp);
     llPause();
   }
@@ -145,7 +168,11 @@ LL_HD inline uint64_t llIbgdaReserve(LlIbgdaQp* qp, uint32_t nWqebb) {
 // Rings the doorbell for the WQE [first, first + n) once every earlier WQE has been published (in-order
 // publication keeps the doorbell record and BlueFlame monotonic). See "Ordering of a publish" above.
 LL_HD inline void llIbgdaPublish(LlIbgdaQp* qp, uint64_t first, uint32_t n, uint8_t fmCeSe) {
-  while (llLoadVolatile(&qp->readyHead) != first) llPause();
+  uint64_t deadline = 0;
+  while (llLoadVolatile(&qp->readyHead) != first) {
+    if (!llIbgdaKeepSpinning(qp, &deadline)) return;  // stalled: ring nothing, out of order least of all
+    llPause();
+  }
   llFenceAcqRel();  // earlier publishers' records before ours; our WQE before our record
   const uint64_t end = first + n;
   llStoreVolatile(&qp->sqDbrec[kLlMlx5SqDbrIndex], llMlx5SqDbrValue(static_cast<uint16_t>(end)));
@@ -219,15 +246,16 @@ LL_HD inline uint64_t llIbgdaPostMaskedFetchAdd64(LlIbgdaQp* qp, uint64_t add, u
 
 // Waits until every WQE published before the call has completed (its data is at the target, atomics'
 // results are in local memory). If the last published WQE asked for no CQE, posts a signaled NOP, whose CQE
-// retires it. Returns the QP's first error syndrome, 0 when none.
+// retires it. Returns the QP's first error syndrome, 0 when none, kLlIbgdaSyndStalled for a stalled QP.
 LL_HD inline uint32_t llIbgdaQuiet(LlIbgdaQp* qp) {
   uint64_t target = llLoadVolatile(&qp->readyHead);
   llFenceAcquire();  // signaledHead is stored before readyHead: see at least the matching value
   if (llLoadVolatile(&qp->signaledHead) < target) target = llIbgdaPostSignaledNop(qp) + 1;
-  while (llLoadVolatile(&qp->consumed) < target) {
+  uint64_t deadline = 0;
+  while (llLoadVolatile(&qp->consumed) < target && llIbgdaKeepSpinning(qp, &deadline)) {
     llIbgdaPollCq(qp);
     llPause();
   }
   llFenceAcquire();  // results written by the NIC before the CQE
-  return llLoadVolatile(&qp->errSyndrome);
+  return llLoadVolatile(&qp->stalled) ? kLlIbgdaSyndStalled : llLoadVolatile(&qp->errSyndrome);
 }

@@ -9,6 +9,7 @@
 
 #include <sched.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "device/hd.h"
 
@@ -94,6 +95,19 @@ LL_HD inline void llFenceSystem() {
 #ifndef LL_IBGDA_DEVICE_SPIN_HOOK
 #define LL_IBGDA_DEVICE_SPIN_HOOK() ((void)0)
 #endif
+
+// Nanoseconds of a monotonic clock: the GPU's global timer, or CLOCK_MONOTONIC on the host.
+LL_HD inline uint64_t llClockNs() {
+#ifdef __CUDA_ARCH__
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+#else
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+#endif
+}
 
 // A short back-off inside spin loops: frees the issue slot on the GPU, the core on the host (CPU tests run
 // more spinning threads than cores).

@@ -171,6 +171,7 @@ llResult_t createCqQp(llIbgdaEndpoints* ep, const Layout& l, int p, uint32_t eqn
   q = LlIbgdaQp{};
   q.sq = ep->ringMem + l.sq(p);
   q.logSqBbs = o.logSqBbs;
+  q.spinTimeoutNs = o.spinTimeoutNs;
   q.qpn = llPrmDecodeQpn(out.data());
   q.sqDbrec = reinterpret_cast<uint32_t*>(ep->ringMem + l.qpDbrec(p));
   q.bf = reinterpret_cast<uint64_t*>(ep->uar->reg_addr);
@@ -390,6 +391,7 @@ llResult_t llIbgdaDisconnect(llIbgdaEndpoints* ep) {
 
 const char* llIbgdaSyndromeName(uint32_t s) {
   switch (s) {
+    case kLlIbgdaSyndStalled: return "no completion within the timeout (NIC stalled)";
     case kLlMlx5SyndLocalLengthErr: return "local length error";
     case kLlMlx5SyndLocalQpOpErr: return "local QP operation error";
     case kLlMlx5SyndLocalProtErr: return "local protection error";

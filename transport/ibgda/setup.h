@@ -39,11 +39,12 @@ struct llIbgdaRingAllocator {
 const llIbgdaRingAllocator* llIbgdaHostRings();
 
 struct llIbgdaSetupOptions {
-  const char* hca = nullptr;   // device name; nullptr: LLEP_IB_HCA, else the first device
+  const char* hca = nullptr;   // device name; nullptr: LLEP_IB_HCA, else the one nearest the GPU
   uint8_t port = 1;
   uint32_t logSqBbs = 6;       // 2..15 (ibgda_qp.h)
   uint32_t logCqSize = 6;      // >= logSqBbs
   const llIbgdaRingAllocator* rings = nullptr;  // nullptr: llIbgdaHostRings()
+  uint64_t spinTimeoutNs = 0;  // LlIbgdaQp::spinTimeoutNs of every QP (0: waits are unbounded)
 };
 
 // What one rank learns about another.

@@ -43,6 +43,7 @@ llResult_t llIbgdaTransportConnect(llComm* comm, llIbgdaTransport** out) {
   o.logSqBbs = kLogSqBbs;
   o.logCqSize = kLogSqBbs;
   o.rings = llIbgdaGpuRings();
+  o.spinTimeoutNs = (uint64_t)comm->config.timeoutMs * 1000000ull;  // a stalled NIC ends a kernel like a lost peer
   llResult_t res = llIbgdaConnect(v, comm->bootstrap, comm->buffer, comm->config.bufferBytes, &o, &t->ep);
   if (res == llSuccess) res = llIbgdaUploadQps(t->ep, &t->dev);
   if (res != llSuccess) {
