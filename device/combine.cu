@@ -89,15 +89,16 @@ __device__ void reduceChunks(const llCombineKernelArgs& a, int token, int firstC
     int row = a.pairRows[(size_t)token * K + lane];
     if (e >= 0 && e < E) {
       weight = w;
-      expert = (int)e;
-      if (e / c.localExperts == c.rank) {
+      expert = (int)e;  // 32-bit from here: 64-bit division is a long subroutine
+      if (expert / c.localExperts == c.rank) {
         if (row >= 0) from = reinterpret_cast<const char*>(a.x) + (size_t)row * a.rowBytes;
         else expert = -1;  // dropped at dispatch (reported there)
       } else {
-        from = c.ownBuffer + c.recvOffset + ((size_t)e * c.maxTokens + token) * a.rowBytes;
+        from = c.ownBuffer + c.recvOffset + ((size_t)expert * c.maxTokens + token) * a.rowBytes;
       }
     }
   }
+  uint64_t policy = llEvictFirstPolicy();
   for (int chunk = firstChunk; chunk < lastChunk; chunk++) {
     size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector (8 channels) of this lane
     bool inRow = v * 8 < (size_t)H;
@@ -113,7 +114,7 @@ __device__ void reduceChunks(const llCombineKernelArgs& a, int token, int firstC
         w[i] = __shfl_sync(0xffffffffu, weight, (k0 + i) & 31);
         const char* rowStart = (const char*)__shfl_sync(0xffffffffu, (unsigned long long)from, (k0 + i) & 31);
         bool use = k0 + i < K && e >= 0 && inRow;
-        raw[i] = use ? llLoad16(rowStart + v * 16) : make_int4(0, 0, 0, 0);
+        raw[i] = use ? llLoad16Once(rowStart + v * 16, policy) : make_int4(0, 0, 0, 0);
         if (!use) w[i] = 0.f;
       }
 #pragma unroll

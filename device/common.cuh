@@ -93,14 +93,23 @@ __device__ __forceinline__ bool llLastBlock(const llCommonKernelArgs& a, uint32_
 }
 
 // Sequence number of this call, and of the previous call on this half (credits are owed for it).
+// One thread per block reads them: every thread of the grid reading the same two words at entry
+// queues ~4000 requests on one L2 slice, microseconds before the first useful load (the block's
+// barrier costs ~0.1 us).
 __device__ __forceinline__ void llCallSequence(const llCommonKernelArgs& a, uint64_t* seq, uint64_t* prevOnHalf) {
-  if (a.phases & LL_PHASE_SEND) {
-    *seq = *(volatile uint64_t*)&a.state->seq + 1;
-    *prevOnHalf = *(volatile uint64_t*)&a.state->halfSeq[a.half];
-  } else {
-    *seq = *(volatile uint64_t*)&a.state->halfSeq[a.half];
-    *prevOnHalf = 0;
+  __shared__ uint64_t words[2];
+  if (threadIdx.x == 0) {
+    if (a.phases & LL_PHASE_SEND) {
+      words[0] = *(volatile uint64_t*)&a.state->seq + 1;
+      words[1] = *(volatile uint64_t*)&a.state->halfSeq[a.half];
+    } else {
+      words[0] = *(volatile uint64_t*)&a.state->halfSeq[a.half];
+      words[1] = 0;
+    }
   }
+  __syncthreads();
+  *seq = words[0];
+  *prevOnHalf = words[1];
 }
 
 // Before the first write into a peer's half: the peer has consumed what was last sent there.
@@ -123,3 +132,21 @@ __device__ __forceinline__ void llPublishSequence(const llCommonKernelArgs& a, u
 // 16-byte vector copies.
 __device__ __forceinline__ int4 llLoad16(const void* p) { return *reinterpret_cast<const int4*>(p); }
 __device__ __forceinline__ void llStore16(void* p, int4 v) { *reinterpret_cast<int4*>(p) = v; }
+
+// Bytes a call reads for the last time (the expert rows combine reduces, the tokens dispatch
+// quantises): the L2 replaces these lines first, so a call that streams more than the L2 holds
+// recycles its own dead lines instead of evicting what else the L2 holds (its own output, which the
+// next kernel reads). Not kept in L1. Outputs are stored with the normal policy for that reason.
+__device__ __forceinline__ uint64_t llEvictFirstPolicy() {
+  uint64_t policy;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+
+__device__ __forceinline__ int4 llLoad16Once(const void* p, uint64_t policy) {
+  int4 v;
+  asm volatile("ld.global.L1::no_allocate.L2::cache_hint.v4.s32 {%0, %1, %2, %3}, [%4], %5;"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p), "l"(policy));
+  return v;
+}

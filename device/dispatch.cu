@@ -32,16 +32,16 @@ namespace {
 constexpr int kChunkChannelsBf16 = 256;
 constexpr int kChunkChannelsFp8 = 512;
 
-struct DispatchShared {
-  int roundExperts[kLlWarps][LL_MAX_TOPK];  // experts of the round's tokens (-1: none)
-  char* dst[kLlWarps][LL_MAX_TOPK];         // message address per (token of the round, k), NULL if none
-  int direct[kLlWarps][LL_MAX_TOPK];        // own expert: row index (le * R*N + row) in the output, else -1
-};
+// Where a pair's row goes: a message to a peer, or (own expert) a row of the caller's output, whose
+// fp8 scales are floats or UE8M0 bytes in the caller's scale layout.
+enum PairKind : uint8_t { kPairNone, kPairMessage, kPairOwnFloatScales, kPairOwnUe8m0Scales };
 
-// Where one pair goes: a message to a peer, or (own expert) a row of the caller's output.
-struct PairTarget {
-  char* msg;
-  int row;  // le * R*N + row, or -1
+// Per (token of the round, k): resolved once by assignRound, so the payload loop only adds offsets.
+struct __align__(16) DispatchShared {
+  int roundExperts[kLlWarps][LL_MAX_TOPK];  // experts of the round's tokens (-1: none)
+  char* payload[kLlWarps][LL_MAX_TOPK];     // the row's first payload byte (message body or output row)
+  char* scales[kLlWarps][LL_MAX_TOPK];      // fp8: group 0's scale (message: float g at + 4g; own rows: below)
+  uint8_t kind[kLlWarps][LL_MAX_TOPK];      // PairKind
 };
 
 // Offset in the receiver's buffer (current half) of the message of a pair with expert e and slot.
@@ -65,41 +65,45 @@ struct PendingPut {
   uint64_t remoteOffset;
 };
 
-// Chunk `chunk` (256 channels) of one token to its K targets, bf16: 16 bytes a lane.
-__device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst,
-                                              const int* direct, int chunk, int lane) {
-  size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector index
-  if (v * 8 >= (size_t)a.c.hidden) return;
-  int4 x = llLoad16(row + v * 8);
-  for (int k = 0; k < a.c.topk; k++) {
-    if (dst[k]) llStore16(dst[k] + kLlMsgHeaderBytes + v * 16, x);
-    else if (direct[k] >= 0) llStore16(static_cast<char*>(a.recvX) + (size_t)direct[k] * a.c.hidden * 2 + v * 16, x);
-  }
+// 16 bytes to a target's row: global stores (a peer's row is mapped into this address space too).
+__device__ __forceinline__ void storeTarget(char* p, int4 v) { __stwb(reinterpret_cast<int4*>(p), v); }
+
+// 16 bytes at `offset` of every target row of token t of the round. kMaxK is a compile-time bound on
+// topk (the kinds past topk are kPairNone), so the loop unrolls: the shared-memory reads of all
+// targets issue together and every store is predicated, instead of a read-compare-branch chain per
+// target.
+template <int kMaxK>
+__device__ __forceinline__ void storeToTargets(const DispatchShared& sh, int t, size_t offset, int4 v) {
+#pragma unroll
+  for (int k = 0; k < kMaxK; k++)
+    if (sh.kind[t][k] != kPairNone) storeTarget(sh.payload[t][k] + offset, v);
 }
 
-// Stores one fp8 group's scale for an own-expert row: a float, or one byte of its UE8M0 word (the
-// word's unused bytes are zeroed by the last group).
-__device__ __forceinline__ void storeDirectScale(const llDispatchKernelArgs& a, int rowIndex, int g, int groups,
-                                                 float scale) {
-  // 32-bit division: rowIndex < E*N <= 2^30 (config limits), and 64-bit division is ~4x the code.
-  uint32_t rowsPerExpert = (uint32_t)a.c.nranks * (uint32_t)a.c.maxTokens;
-  size_t le = (uint32_t)rowIndex / rowsPerExpert, row = (uint32_t)rowIndex % rowsPerExpert;
-  if (!(a.flags & LL_UE8M0)) {
-    static_cast<float*>(a.recvScales)[(le * groups + g) * rowsPerExpert + row] = scale;
-    return;
-  }
-  size_t words = llUe8m0Words(a.c.hidden);
-  uint8_t* word = reinterpret_cast<uint8_t*>(static_cast<int32_t*>(a.recvScales) + (le * words + g / 4) * rowsPerExpert + row);
+// Chunk `chunk` (256 channels) of token t of the round to its targets, bf16: 16 bytes a lane.
+template <int kMaxK>
+__device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, const DispatchShared& sh, int t,
+                                              const uint16_t* row, int chunk, int lane, uint64_t policy) {
+  size_t v = (size_t)chunk * 32 + lane;  // 16-byte vector index
+  if (v * 8 >= (size_t)a.c.hidden) return;
+  storeToTargets<kMaxK>(sh, t, v * 16, llLoad16Once(row + v * 8, policy));
+}
+
+// Scale of group g of an own-expert row whose scales are UE8M0: four groups per int32 word, words rows
+// fastest (ownScaleStride bytes between words); the last group also zeroes its word's unused bytes.
+__device__ __noinline__ void storeOwnUe8m0Scale(char* group0, int g, int groups, size_t ownScaleStride, float scale) {
+  uint8_t* word = reinterpret_cast<uint8_t*>(group0 + (g / 4) * ownScaleStride);
   word[g % 4] = llUe8m0Byte(scale);
   if (g == groups - 1)
     for (int j = g % 4 + 1; j < 4; j++) word[j] = 0;
 }
 
-// Chunk `chunk` (512 channels) of one token, fp8: each 8-lane group quantises one group of 128
-// channels (16 per lane), reduces its amax with shuffles, and stores 16 bytes per lane plus the
-// group's scale per target.
-__device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const uint16_t* row, char* const* dst,
-                                             const int* direct, int chunk, int lane) {
+// Chunk `chunk` (512 channels) of token t of the round, fp8: each 8-lane group quantises one group of
+// 128 channels (16 per lane), reduces its amax with shuffles, and stores 16 bytes per lane plus the
+// group's scale per target: floats 4 bytes apart in a message, ownScaleStride apart (rows fastest) in
+// the caller's layout.
+template <int kMaxK>
+__device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const DispatchShared& sh, int t,
+                                             const uint16_t* row, int chunk, int lane, uint64_t policy) {
   int H = a.c.hidden;
   int groups = H / kLlQuantGroup;
   bool roundScale = (a.flags & (LL_ROUND_SCALE | LL_UE8M0)) != 0;
@@ -107,7 +111,7 @@ __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, cons
   bool active = g < groups;
   const uint16_t* src = row + (size_t)g * kLlQuantGroup + sub * 16;
   int4 raw[2] = {make_int4(0, 0, 0, 0), make_int4(0, 0, 0, 0)};
-  if (active) raw[0] = llLoad16(src), raw[1] = llLoad16(src + 8);
+  if (active) raw[0] = llLoad16Once(src, policy), raw[1] = llLoad16Once(src + 8, policy);
   const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
   float f[16];
   float amax = 0.f;
@@ -122,25 +126,42 @@ __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, cons
   float scale = llQuantScale(amax, roundScale);
   float inv = llQuantInvScale(amax, roundScale);
   int4 q;
-  uint8_t* qb = reinterpret_cast<uint8_t*>(&q);
+  uint16_t* pairs = reinterpret_cast<uint16_t*>(&q);
 #pragma unroll
-  for (int i = 0; i < 16; i++) qb[i] = llFp8E4m3FromFloat(f[i] * inv);
+  for (int i = 0; i < 8; i++) pairs[i] = llFp8E4m3x2FromFloats(f[2 * i] * inv, f[2 * i + 1] * inv);
   size_t at = (size_t)g * kLlQuantGroup + sub * 16;
-  size_t scaleAt = kLlMsgHeaderBytes + (size_t)H + (size_t)g * sizeof(float);
-  for (int k = 0; k < a.c.topk; k++) {
-    if (dst[k]) {
-      llStore16(dst[k] + kLlMsgHeaderBytes + at, q);
-      if (sub == 0) *reinterpret_cast<float*>(dst[k] + scaleAt) = scale;
-    } else if (direct[k] >= 0) {
-      llStore16(static_cast<char*>(a.recvX) + (size_t)direct[k] * H + at, q);
-      if (sub == 0) storeDirectScale(a, direct[k], g, groups, scale);
+  size_t ownScaleStride = (size_t)a.c.nranks * a.c.maxTokens * 4;
+  storeToTargets<kMaxK>(sh, t, at, q);
+  if (sub != 0) return;
+#pragma unroll
+  for (int k = 0; k < kMaxK; k++) {
+    uint8_t kind = sh.kind[t][k];
+    if (kind == kPairNone) continue;
+    if (kind == kPairOwnUe8m0Scales) {
+      storeOwnUe8m0Scale(sh.scales[t][k], g, groups, ownScaleStride, scale);
+      continue;
     }
+    size_t stride = kind == kPairMessage ? sizeof(float) : ownScaleStride;
+    *reinterpret_cast<float*>(sh.scales[t][k] + g * stride) = scale;
+  }
+}
+
+// Every (token, chunk) unit of one round, by all warps of the block.
+template <int kMaxK>
+__device__ void sendRound(const llDispatchKernelArgs& a, const DispatchShared& sh, int first, int tokens, int chunks,
+                          int warp, int lane, uint64_t policy) {
+  for (int u = warp; u < tokens * chunks; u += kLlWarps) {
+    int t = u / chunks, chunk = u % chunks;
+    const uint16_t* row = a.x + (size_t)(first + t) * a.c.hidden;
+    if (a.flags & LL_FP8) sendChunkFp8<kMaxK>(a, sh, t, row, chunk, lane, policy);
+    else sendChunkBf16<kMaxK>(a, sh, t, row, chunk, lane, policy);
   }
 }
 
 // Slots of one round of up to kLlWarps consecutive tokens (warp w takes token first + w): a pair's
 // slot is the block's running count `hist` of earlier pairs for its expert, plus the earlier pairs of
-// this round. Fills sh.dst, writes each message's header, then adds the round's pairs to `hist`. A pair
+// this round. Fills the round's targets in sh, writes each message's header, then adds the round's
+// pairs to `hist`. A pair
 // to an ibgda peer is written into this rank's send region; *put says where, for the post after the round.
 __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchShared& sh, int first, int end,
                             int warp, int lane, PendingPut* put) {
@@ -155,7 +176,9 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
   }
   if (lane < K) sh.roundExperts[warp][lane] = e;
   __syncthreads();
-  char* dst = nullptr;
+  char* payload = nullptr;
+  char* scales = nullptr;
+  uint8_t kind = kPairNone;
   int direct = -1;
   if (e >= 0) {
     int slot = hist[e];
@@ -166,11 +189,22 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
       llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
     } else if (e / c.localExperts == c.rank) {
       // Own expert: its block starts at row 0, so the slot is the output row.
-      direct = (e % c.localExperts) * c.nranks * c.maxTokens + slot;
+      size_t le = e % c.localExperts, rowsPerExpert = (size_t)c.nranks * c.maxTokens;
+      direct = (int)(le * rowsPerExpert + slot);
       a.srcInfo[direct] = token;
+      bool fp8 = (a.flags & LL_FP8) != 0;
+      payload = static_cast<char*>(a.recvX) + (size_t)direct * (fp8 ? c.hidden : 2 * c.hidden);
+      if (fp8 && (a.flags & LL_UE8M0)) {
+        kind = kPairOwnUe8m0Scales;
+        scales = reinterpret_cast<char*>(static_cast<int32_t*>(a.recvScales) + le * llUe8m0Words(c.hidden) * rowsPerExpert + slot);
+      } else {
+        kind = kPairOwnFloatScales;
+        if (fp8) scales = reinterpret_cast<char*>(static_cast<float*>(a.recvScales) + le * (c.hidden / kLlQuantGroup) * rowsPerExpert + slot);
+      }
     } else {
       int dstRank = e / c.localExperts;
       uint64_t offset = messageOffset(a, e, slot);
+      char* dst;
       if (llIsIbgda(c, dstRank)) {
         dst = c.ownBuffer + c.sendOffset + ((size_t)token * K + lane) * a.msgBytes;
         *put = PendingPut{dstRank, dst, offset};
@@ -178,10 +212,14 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
         dst = c.routes[dstRank].base + offset;
       }
       llStore16(dst, make_int4(token, lane, 0, 0));
+      kind = kPairMessage;
+      payload = dst + kLlMsgHeaderBytes;
+      scales = payload + c.hidden;  // fp8: the floats after the payload
     }
   }
   if (token < end && lane < K) a.pairRows[(size_t)token * K + lane] = direct;
-  if (lane < K) sh.dst[warp][lane] = dst, sh.direct[warp][lane] = direct;
+  if (lane < K) sh.payload[warp][lane] = payload, sh.scales[warp][lane] = scales;
+  if (lane < LL_MAX_TOPK) sh.kind[warp][lane] = kind;  // kPairNone past topk: the send loops unroll to a bound
   __syncthreads();
   if (e >= 0) atomicAdd(&hist[e], 1);
 }
@@ -204,15 +242,16 @@ __device__ void writeOwnLayout(const llDispatchKernelArgs& a, const int* total) 
   }
 }
 
-// One pass over topk_idx: total[e] = this rank's pairs for expert e, hist[e] = those of tokens before
-// `begin` (where this block's slots start). Both in shared memory.
-__device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total, int begin) {
+// One pass over topk_idx: hist[e] = this rank's pairs for expert e of tokens before `begin` (where
+// this block's slots start) and, if needTotal, total[e] = all its pairs for e. Both in shared memory;
+// one atomic per pair (total is hist plus the rest, added after the pass).
+__device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total, int begin, bool needTotal) {
   int E = a.c.numExperts, K = a.c.topk;
   for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0, total[i] = 0;
   __syncthreads();
   // Eight loads in flight per thread before any atomic: at 1024 tokens the pass is latency-bound.
   constexpr int kUnroll = 8;
-  int pairs = a.c.numTokens * K, stride = blockDim.x * kUnroll;
+  int before = begin * K, pairs = needTotal ? a.c.numTokens * K : before, stride = blockDim.x * kUnroll;
   for (int base = threadIdx.x; base < pairs; base += stride) {
     int64_t v[kUnroll];
 #pragma unroll
@@ -223,10 +262,12 @@ __device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total,
 #pragma unroll
     for (int j = 0; j < kUnroll; j++) {
       if (v[j] < 0 || v[j] >= E) continue;
-      atomicAdd(&total[v[j]], 1);
-      if (base + j * (int)blockDim.x < begin * K) atomicAdd(&hist[v[j]], 1);
+      atomicAdd(base + j * (int)blockDim.x < before ? &hist[v[j]] : &total[v[j]], 1);
     }
   }
+  __syncthreads();
+  if (!needTotal) return;
+  for (int i = threadIdx.x; i < E; i += blockDim.x) total[i] += hist[i];
   __syncthreads();
 }
 
@@ -239,25 +280,25 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int chunkChannels = (a.flags & LL_FP8) ? kChunkChannelsFp8 : kChunkChannelsBf16;
   int chunks = (c.hidden + chunkChannels - 1) / chunkChannels;
+  uint64_t policy = llEvictFirstPolicy();
 
   // The block's tokens start their way from DRAM while the pairs are counted and slotted.
   for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)(end - begin) * c.hidden * 2; off += blockDim.x * 128)
     llPrefetchL2(reinterpret_cast<const char*>(a.x + (size_t)begin * c.hidden) + off);
   llAwaitCredits(c, prevOnHalf);
-  countPairs(a, hist, total, begin);
-  if (oneRankFused(c)) writeOwnLayout(a, total);
+  // One rank: only the blocks that write the layout need the totals (every block needs them when it
+  // signals peers or receives).
+  bool fused = oneRankFused(c);
+  countPairs(a, hist, total, begin, !fused || (int)(blockIdx.x * blockDim.x) < c.localExperts);
+  if (fused) writeOwnLayout(a, total);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
   for (int first = begin; first < end; first += kLlWarps) {
     PendingPut put;
     assignRound(a, hist, sh, first, end, warp, lane, &put);
-    int units = min(kLlWarps, end - first) * chunks;
-    for (int u = warp; u < units; u += kLlWarps) {
-      int t = u / chunks, chunk = u % chunks;
-      const uint16_t* row = a.x + (size_t)(first + t) * c.hidden;
-      if (a.flags & LL_FP8) sendChunkFp8(a, row, sh.dst[t], sh.direct[t], chunk, lane);
-      else sendChunkBf16(a, row, sh.dst[t], sh.direct[t], chunk, lane);
-    }
+    int tokens = min(kLlWarps, end - first);
+    if (c.topk <= 8) sendRound<8>(a, sh, first, tokens, chunks, warp, lane, policy);
+    else sendRound<LL_MAX_TOPK>(a, sh, first, tokens, chunks, warp, lane, policy);
     __syncthreads();
     if (put.peer >= 0) {  // the round's messages are whole: each ibgda pair's thread posts its own
       llIbgdaFenceStaged();
@@ -415,7 +456,7 @@ __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatch
   uint64_t seq, prevOnHalf;
   llCallSequence(a.c, &seq, &prevOnHalf);
   if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, total, seq, prevOnHalf);
-  else countPairs(a, hist, total, 0);  // a hook's receive phase: the own counts again
+  else countPairs(a, hist, total, 0, true);  // a hook's receive phase: the own counts again
   if ((a.c.phases & LL_PHASE_RECV) && !oneRankFused(a.c)) recvPhase(a, total, hist, firstRow, seq);
 }
 

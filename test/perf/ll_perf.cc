@@ -6,12 +6,14 @@
 // Per token count (-b .. -e, times -f) it prints one row per operation: dispatch, combine, and "step"
 // (one dispatch + combine as a caller sees it), with -z also each call's send and receive phases.
 // Times are the median and p99 over -n iterations after -w warm-up ones, taken with CUDA events on the
-// stream (step.host: wall clock around the two calls and a stream synchronize). Every iteration starts
-// by flushing the L2 (a memset of twice its size), so the timed call reads its inputs from HBM (the
-// combine loop's untimed dispatch does not touch the expert outputs the combine reads). Then, unless
-// -a 0, an empty dispatch (no tokens) lines the ranks up: it returns once every rank has reached it,
-// so one rank's flush does not show up as another rank's wait (in the combine loop the untimed
-// dispatch does that). Floors come from test/perf/perf_floors.h, checks from perf_check.h.
+// stream (step.host: wall clock around the two calls and a stream synchronize). Right before every
+// timed call the L2 is flushed (twice its size, read by a kernel; -F write: memset), so the call reads
+// its inputs from HBM (in the combine loop, after the untimed dispatch that makes the handle). A read
+// flush leaves clean lines; a memset leaves the L2 full of dirty ones, and the timed call then also
+// pays for writing those back as its misses evict them: up to an L2 of bytes that are not the call's
+// (docs/performance.md, "Method"). Then, unless -a 0, an empty dispatch (no tokens) lines the ranks
+// up: it returns once every rank has reached it, so one rank's flush does not show up as another
+// rank's wait. Floors come from test/perf/perf_floors.h, checks from perf_check.h.
 // Exit status: 0, or 1 if any check found a wrong row or any call failed (2: bad usage).
 #include <cuda_runtime_api.h>
 #include <unistd.h>
@@ -32,6 +34,7 @@
 #include "test/perf/perf_common.h"
 #include "test/perf/perf_floors.h"
 #include "test/perf/perf_io.h"
+#include "test/perf/perf_kernels.h"
 #include "test/perf/perf_nccl.h"
 #include "test/perf/perf_ranks.h"
 #include "test/perf/perf_report.h"
@@ -51,6 +54,7 @@ struct Options {
   bool fp8 = true;
   int warmup = 10, iters = 50;
   bool check = true, graph = false, sendOnly = false, align = true, nccl = true;
+  std::string flush = "read";  // read | write | none
   std::string transport = "auto";
   int sms = 0;
   std::string json;
@@ -76,6 +80,9 @@ void usage(FILE* f) {
           "  -G 0|1                    capture one dispatch + combine in a CUDA graph and replay it (0)\n"
           "  -z 0|1                    send-only calls, receive phase by llHookRun, timed apart (0)\n"
           "  -a 0|1                    line the ranks up before each timed call with an empty dispatch (1)\n"
+          "  -F read|write|none        L2 flush before each timed call: a kernel reads 2 x L2 (clean lines\n"
+          "                            stay), a memset writes it (dirty lines the call writes back), or none\n"
+          "                            (inputs and code may still be in the L2) (read)\n"
           "  -N 0|1                    NCCL baseline: the same bytes by ncclSend/ncclRecv, one rank per GPU (1)\n"
           "  -t auto|p2p|ibgda         transports (config.transports; auto: the library's choice)\n"
           "  -S N                      SM budget (config.numSms; 0: the library's choice)\n"
@@ -139,6 +146,7 @@ Options parseOptions(int argc, char** argv) {
     else if (f == "-G") o.graph = parseBool(flag, v);
     else if (f == "-z") o.sendOnly = parseBool(flag, v);
     else if (f == "-a") o.align = parseBool(flag, v);
+    else if (f == "-F") o.flush = parseChoice(flag, v, {"read", "write", "none"});
     else if (f == "-N") o.nccl = parseBool(flag, v);
     else if (f == "-t") o.transport = parseChoice(flag, v, {"auto", "p2p", "ibgda"});
     else if (f == "-S") o.sms = parseInt(flag, v, 0);
@@ -197,6 +205,11 @@ void record(Bench& b, cudaEvent_t e, bool inGraph) {
 }
 
 void flushL2(Bench& b) {
+  if (b.o.flush == "none") return;
+  if (b.o.flush == "read") {
+    PERF_CUDA(llPerfLaunchReadFlush(b.io.flush, b.io.flushBytes, static_cast<int4*>(b.io.flush), b.stream));
+    return;
+  }
   PERF_CUDA(cudaMemsetAsync(b.io.flush, static_cast<int>(++b.flushByte & 0xff), b.io.flushBytes, b.stream));
 }
 
@@ -301,10 +314,12 @@ void dispatchIteration(Bench& b, Samples* s) {
   addCall(b, s, "dispatch", 0);
 }
 
-// The untimed dispatch before it already lines the ranks up: it ends once every rank's tokens are in.
+// The untimed dispatch makes the handle; the flush after it leaves none of its output in the L2, so the
+// combine starts from the same L2 as every other timed call.
 void combineIteration(Bench& b, Samples* s) {
-  flushL2(b);
   dispatch(b, false, nullptr, false);
+  flushL2(b);
+  alignRanks(b);
   record(b, b.mark[0], false);
   combine(b, b.o.sendOnly, b.mark[1], false);
   record(b, b.mark[2], false);
@@ -600,6 +615,7 @@ llPerfRunInfo runInfo(const Options& o, const llPerfRanks& r, const llPerfFloors
   i.warmup = o.warmup, i.iters = o.iters, i.sms = o.sms;
   i.check = o.check, i.graph = o.graph, i.sendOnly = o.sendOnly, i.align = o.align;
   i.flushBytes = flush;
+  i.flush = o.flush;
   llRefShape shape{r.world, o.experts, o.maxTokens, o.hidden, o.topk};
   i.ioBytes = llPerfIo::bytesFor(shape, o.fp8, flush);
   PERF_LL(llGetBufferSizeHint(o.maxTokens, o.hidden, r.world, o.experts, &i.libraryBytes));

@@ -4,19 +4,7 @@
 // Prints the best of 8 timed runs (events on GPU 0). Needs two GPUs with peer access.
 //
 //   peer_store_bw [blocks [threads]]      (default: 132 1024)
-#include <cuda_runtime.h>
-
-#include <cstdio>
-#include <cstdlib>
-
-#define CK(call)                                                                    \
-  do {                                                                              \
-    cudaError_t e = (call);                                                         \
-    if (e != cudaSuccess) {                                                         \
-      fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e));                    \
-      exit(1);                                                                      \
-    }                                                                               \
-  } while (0)
+#include "test/perf/cuda_ck.h"
 
 __global__ void push(int4* dst, const int4* src, size_t n) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)

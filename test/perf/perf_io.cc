@@ -56,6 +56,7 @@ llPerfIo::llPerfIo(const llRefShape& s, bool f, size_t flushLen, bool allocate)
       llPerfDie("cudaMalloc of %.2f GiB for the benchmark's buffers failed: %s", slot.bytes / 1073741824.0,
                 cudaGetErrorString(err));
   }
+  PERF_CUDA(cudaMemset(flush, 0, flushBytes));  // read by the L2 flush: defined contents
   // The expert outputs must be finite before any check fills them (bf16 0x3C3C is about 0.0115).
   PERF_CUDA(cudaMemset(y, 0x3C, static_cast<size_t>(localExperts()) * rows() * shape.H * 2));
 }

@@ -1,4 +1,5 @@
-// The two kernels the latency floor is made of (test/perf/perf_kernels.cu).
+// The benchmark's own kernels (test/perf/perf_kernels.cu): the two the latency floor is made of, and
+// the L2 flush by reading.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -14,3 +15,8 @@ cudaError_t llPerfLaunchEmpty(cudaStream_t stream);
 // [1] and [2] (initiator) global-timer ns after round trip `skip` and after the last one.
 cudaError_t llPerfLaunchPingPong(uint64_t* ownFlag, uint64_t* peerFlag, int iters, int skip, bool initiator,
                                  uint64_t timeoutNs, uint64_t* result, cudaStream_t stream);
+
+// Reads `bytes` (a multiple of 16) of `buffer` through the L2 and writes nothing the caller reads: an L2
+// flush that leaves only clean lines behind, so the next kernel's misses evict without writing back.
+// `sink` (device, 16 bytes) receives a value only in the impossible case that keeps the loads alive.
+cudaError_t llPerfLaunchReadFlush(const void* buffer, size_t bytes, int4* sink, cudaStream_t stream);

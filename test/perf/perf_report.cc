@@ -134,6 +134,7 @@ std::string jsonOptions(const llPerfRunInfo& i) {
       .str("transport", i.transport)
       .num("sms", i.sms)
       .num("l2_flush_bytes", i.flushBytes)
+      .str("l2_flush", i.flush)
       .text();
 }
 
@@ -181,7 +182,11 @@ void llPerfPrintHeader(const llPerfRunInfo& i) {
   printf("# warm-up %d, timed %d, check %s, CUDA graph %s, send-only %s, transport %s, SMs %s, align %s,\n",
          i.warmup, i.iters, onOff(i.check), onOff(i.graph), onOff(i.sendOnly), i.transport.c_str(),
          i.sms > 0 ? std::to_string(i.sms).c_str() : "library choice", onOff(i.align));
-  printf("# L2 flushed (%.1f MB written) at the start of every iteration\n", i.flushBytes / 1e6);
+  if (i.flush == "none")
+    printf("# L2 not flushed (-F none): inputs and code may be in the L2 when a timed call starts\n");
+  else
+    printf("# L2 flushed right before every timed call (%.1f MB %s)\n", i.flushBytes / 1e6,
+           i.flush == "read" ? "read: clean lines left" : "written: dirty lines left");
   printf("# GPU %s (%d SMs, L2 %.1f MB), driver %s, CUDA driver %s, runtime %s\n", i.gpuName.c_str(),
          i.smCount, i.l2Bytes / 1e6, i.driver.c_str(), version(i.cudaDriver).c_str(),
          version(i.cudaRuntime).c_str());

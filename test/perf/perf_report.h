@@ -33,6 +33,7 @@ struct llPerfRunInfo {
   int warmup = 0, iters = 0, sms = 0;
   bool check = false, graph = false, sendOnly = false, align = false;
   size_t flushBytes = 0, ioBytes = 0, libraryBytes = 0;
+  std::string flush;  // read (a kernel: clean lines left), write (memset: dirty lines left), none
   // Where it ran.
   std::string gpuName, driver, commit, host;
   int smCount = 0, cudaDriver = 0, cudaRuntime = 0;
