@@ -143,6 +143,18 @@ __device__ __forceinline__ uint64_t llEvictFirstPolicy() {
   return policy;
 }
 
+// Lines to keep while the rest streams past: the L2 replaces them last.
+__device__ __forceinline__ uint64_t llEvictLastPolicy() {
+  uint64_t policy;
+  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+
+// 4 bytes under an L2 policy.
+__device__ __forceinline__ void llStore4Hint(void* p, uint32_t v, uint64_t policy) {
+  asm volatile("st.global.L2::cache_hint.b32 [%0], %1, %2;" ::"l"(p), "r"(v), "l"(policy) : "memory");
+}
+
 __device__ __forceinline__ int4 llLoad16Once(const void* p, uint64_t policy) {
   int4 v;
   asm volatile("ld.global.L1::no_allocate.L2::cache_hint.v4.s32 {%0, %1, %2, %3}, [%4], %5;"

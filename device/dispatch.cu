@@ -39,6 +39,7 @@ enum PairKind : uint8_t { kPairNone, kPairMessage, kPairOwnFloatScales, kPairOwn
 // Per (token of the round, k): resolved once by assignRound, so the payload loop only adds offsets.
 struct __align__(16) DispatchShared {
   int roundExperts[kLlWarps][LL_MAX_TOPK];  // experts of the round's tokens (-1: none)
+  int roundSlots[kLlWarps][LL_MAX_TOPK];    // their slots (-1: none)
   char* payload[kLlWarps][LL_MAX_TOPK];     // the row's first payload byte (message body or output row)
   char* scales[kLlWarps][LL_MAX_TOPK];      // fp8: group 0's scale (message: float g at + 4g; own rows: below)
   uint8_t kind[kLlWarps][LL_MAX_TOPK];      // PairKind
@@ -88,19 +89,44 @@ __device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, con
   storeToTargets<kMaxK>(sh, t, v * 16, llLoad16Once(row + v * 8, policy));
 }
 
-// Scale of group g of an own-expert row whose scales are UE8M0: four groups per int32 word, words rows
-// fastest (ownScaleStride bytes between words); the last group also zeroes its word's unused bytes.
-__device__ __noinline__ void storeOwnUe8m0Scale(char* group0, int g, int groups, size_t ownScaleStride, float scale) {
-  uint8_t* word = reinterpret_cast<uint8_t*>(group0 + (g / 4) * ownScaleStride);
-  word[g % 4] = llUe8m0Byte(scale);
-  if (g == groups - 1)
-    for (int j = g % 4 + 1; j < 4; j++) word[j] = 0;
+// The scales of one chunk's four groups (held by lanes 0, 8, 16, 24) to every target, one store per
+// lane: lane l takes group chunk * 4 + l % 4 of target l / 4 (and of target 8 + l / 4 when topk > 8).
+// Messages take floats 4 bytes apart. Own rows take floats ownScaleStride apart (rows fastest), or
+// with UE8M0 one int32 word of the four groups' exponent bytes (unused bytes 0), so every word is
+// written whole. These lines are written 4 bytes at a time by many blocks (a row's neighbours are
+// other blocks' tokens): under an evict-last policy they stay in the L2 until their sectors are whole,
+// instead of being evicted half-written by the payload streaming past and read back to be merged.
+template <int kMaxK>
+__device__ __forceinline__ void storeChunkScales(const llDispatchKernelArgs& a, const DispatchShared& sh, int t,
+                                                 int chunk, int lane, float scale) {
+  int groups = a.c.hidden / kLlQuantGroup;
+  int g = chunk * 4 + (lane & 3);
+  bool inRow = g < groups;
+  float groupScale = __shfl_sync(0xffffffffu, scale, (lane & 3) * 8);
+  uint32_t byte = inRow ? llUe8m0Byte(groupScale) : 0u;
+  uint32_t word = byte;
+#pragma unroll
+  for (int j = 1; j < 4; j++) word |= __shfl_down_sync(0xffffffffu, byte, j) << (8 * j);
+  size_t ownScaleStride = (size_t)a.c.nranks * a.c.maxTokens * 4;
+  uint64_t keep = llEvictLastPolicy();
+#pragma unroll
+  for (int k0 = 0; k0 < kMaxK; k0 += 8) {
+    int k = k0 + lane / 4;
+    uint8_t kind = sh.kind[t][k];
+    char* scales = sh.scales[t][k];
+    if (kind == kPairMessage && inRow) {
+      reinterpret_cast<float*>(scales)[g] = groupScale;
+    } else if (kind == kPairOwnFloatScales && inRow) {
+      llStore4Hint(scales + g * ownScaleStride, __float_as_uint(groupScale), keep);
+    } else if (kind == kPairOwnUe8m0Scales && (lane & 3) == 0) {
+      llStore4Hint(scales + chunk * ownScaleStride, word, keep);
+    }
+  }
 }
 
 // Chunk `chunk` (512 channels) of token t of the round, fp8: each 8-lane group quantises one group of
-// 128 channels (16 per lane), reduces its amax with shuffles, and stores 16 bytes per lane plus the
-// group's scale per target: floats 4 bytes apart in a message, ownScaleStride apart (rows fastest) in
-// the caller's layout.
+// 128 channels (16 per lane), reduces its amax with shuffles, and stores 16 bytes per lane per target,
+// then the four groups' scales (storeChunkScales).
 template <int kMaxK>
 __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const DispatchShared& sh, int t,
                                              const uint16_t* row, int chunk, int lane, uint64_t policy) {
@@ -122,28 +148,16 @@ __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, cons
   }
 #pragma unroll
   for (int m = 4; m >= 1; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-  if (!active) return;
   float scale = llQuantScale(amax, roundScale);
-  float inv = llQuantInvScale(amax, roundScale);
-  int4 q;
-  uint16_t* pairs = reinterpret_cast<uint16_t*>(&q);
+  if (active) {
+    float inv = llQuantInvScale(amax, roundScale);
+    int4 q;
+    uint16_t* pairs = reinterpret_cast<uint16_t*>(&q);
 #pragma unroll
-  for (int i = 0; i < 8; i++) pairs[i] = llFp8E4m3x2FromFloats(f[2 * i] * inv, f[2 * i + 1] * inv);
-  size_t at = (size_t)g * kLlQuantGroup + sub * 16;
-  size_t ownScaleStride = (size_t)a.c.nranks * a.c.maxTokens * 4;
-  storeToTargets<kMaxK>(sh, t, at, q);
-  if (sub != 0) return;
-#pragma unroll
-  for (int k = 0; k < kMaxK; k++) {
-    uint8_t kind = sh.kind[t][k];
-    if (kind == kPairNone) continue;
-    if (kind == kPairOwnUe8m0Scales) {
-      storeOwnUe8m0Scale(sh.scales[t][k], g, groups, ownScaleStride, scale);
-      continue;
-    }
-    size_t stride = kind == kPairMessage ? sizeof(float) : ownScaleStride;
-    *reinterpret_cast<float*>(sh.scales[t][k] + g * stride) = scale;
+    for (int i = 0; i < 8; i++) pairs[i] = llFp8E4m3x2FromFloats(f[2 * i] * inv, f[2 * i + 1] * inv);
+    storeToTargets<kMaxK>(sh, t, (size_t)g * kLlQuantGroup + sub * 16, q);
   }
+  storeChunkScales<kMaxK>(a, sh, t, chunk, lane, scale);
 }
 
 // Every (token, chunk) unit of one round, by all warps of the block.
@@ -158,33 +172,49 @@ __device__ void sendRound(const llDispatchKernelArgs& a, const DispatchShared& s
   }
 }
 
-// Slots of one round of up to kLlWarps consecutive tokens (warp w takes token first + w): a pair's
-// slot is the block's running count `hist` of earlier pairs for its expert, plus the earlier pairs of
-// this round. Fills the round's targets in sh, writes each message's header, then adds the round's
-// pairs to `hist`. A pair
-// to an ibgda peer is written into this rank's send region; *put says where, for the post after the round.
+// Slots of one round of up to kLlWarps consecutive tokens [first, end) (warp w takes token first + w):
+// a pair's slot is the block's running count `hist` of earlier pairs for its expert. Warp 0 walks the
+// round's pairs in (token, k) order, 32 at a time: equal experts within a batch are ranked by lane
+// (__match_any_sync), and each expert's count advances once per batch. Then every pair fills its
+// target in sh and writes its message's header. expertsKnown: sh.roundExperts already holds the
+// round's experts (countPairs). A pair to an ibgda peer is written into this rank's send region; *put
+// says where, for the post after the round.
 __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchShared& sh, int first, int end,
-                            int warp, int lane, PendingPut* put) {
+                            bool expertsKnown, int warp, int lane, PendingPut* put) {
   const llCommonKernelArgs& c = a.c;
   int K = c.topk;
   int token = first + warp;
-  int e = -1;
-  if (token < end && lane < K) {
-    int64_t v = a.topkIdx[(size_t)token * K + lane];
-    if (v < -1 || v >= c.numExperts) llReportError(c, llInvalidArgument);  // skipped, never written
-    else e = (int)v;
+  if (!expertsKnown) {
+    int e = -1;
+    if (token < end && lane < K) {
+      int64_t v = a.topkIdx[(size_t)token * K + lane];
+      if (v < -1 || v >= c.numExperts) llReportError(c, llInvalidArgument);  // skipped, never written
+      else e = (int)v;
+    }
+    if (lane < K) sh.roundExperts[warp][lane] = e;
+    __syncthreads();
   }
-  if (lane < K) sh.roundExperts[warp][lane] = e;
+  if (warp == 0) {
+    int pairs = (end - first) * K;
+    for (int p0 = 0; p0 < pairs; p0 += 32) {
+      int p = p0 + lane;
+      int e = p < pairs ? sh.roundExperts[p / K][p % K] : -1;
+      unsigned same = __match_any_sync(0xffffffffu, e);
+      int slot = e >= 0 ? hist[e] + __popc(same & ((1u << lane) - 1)) : -1;
+      __syncwarp();
+      if (e >= 0 && (same >> lane) == 1u) hist[e] += __popc(same);  // the group's last lane
+      if (p < pairs) sh.roundSlots[p / K][p % K] = slot;
+      __syncwarp();
+    }
+  }
   __syncthreads();
+  int e = token < end && lane < K ? sh.roundExperts[warp][lane] : -1;
   char* payload = nullptr;
   char* scales = nullptr;
   uint8_t kind = kPairNone;
   int direct = -1;
   if (e >= 0) {
-    int slot = hist[e];
-    for (int w = 0; w < warp; w++)
-      for (int k = 0; k < K; k++) slot += sh.roundExperts[w][k] == e;
-    for (int k = 0; k < lane; k++) slot += sh.roundExperts[warp][k] == e;
+    int slot = sh.roundSlots[warp][lane];
     if (slot >= c.maxTokens) {
       llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
     } else if (e / c.localExperts == c.rank) {
@@ -221,7 +251,6 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
   if (lane < K) sh.payload[warp][lane] = payload, sh.scales[warp][lane] = scales;
   if (lane < LL_MAX_TOPK) sh.kind[warp][lane] = kind;  // kPairNone past topk: the send loops unroll to a bound
   __syncthreads();
-  if (e >= 0) atomicAdd(&hist[e], 1);
 }
 
 // With one rank and both phases in this launch, the layout needs nothing but the counts every block
@@ -244,14 +273,18 @@ __device__ void writeOwnLayout(const llDispatchKernelArgs& a, const int* total) 
 
 // One pass over topk_idx: hist[e] = this rank's pairs for expert e of tokens before `begin` (where
 // this block's slots start) and, if needTotal, total[e] = all its pairs for e. Both in shared memory;
-// one atomic per pair (total is hist plus the rest, added after the pass).
-__device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total, int begin, bool needTotal) {
+// one atomic per pair (total is hist plus the rest, added after the pass). The experts of the block's
+// first round, tokens [begin, roundEnd), are kept in sh.roundExperts on the way (-1: none or invalid,
+// the latter reported), so the round's slotting does not read them again.
+__device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total, int begin, int roundEnd,
+                           bool needTotal, DispatchShared* sh) {
   int E = a.c.numExperts, K = a.c.topk;
   for (int i = threadIdx.x; i < E; i += blockDim.x) hist[i] = 0, total[i] = 0;
   __syncthreads();
   // Eight loads in flight per thread before any atomic: at 1024 tokens the pass is latency-bound.
   constexpr int kUnroll = 8;
-  int before = begin * K, pairs = needTotal ? a.c.numTokens * K : before, stride = blockDim.x * kUnroll;
+  int before = begin * K, roundPairs = roundEnd * K;
+  int pairs = needTotal ? a.c.numTokens * K : roundPairs, stride = blockDim.x * kUnroll;
   for (int base = threadIdx.x; base < pairs; base += stride) {
     int64_t v[kUnroll];
 #pragma unroll
@@ -261,8 +294,13 @@ __device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total,
     }
 #pragma unroll
     for (int j = 0; j < kUnroll; j++) {
-      if (v[j] < 0 || v[j] >= E) continue;
-      atomicAdd(base + j * (int)blockDim.x < before ? &hist[v[j]] : &total[v[j]], 1);
+      int i = base + j * (int)blockDim.x;
+      bool valid = v[j] >= 0 && v[j] < E;
+      if (i >= before && i < roundPairs) {
+        if (v[j] < -1 || v[j] >= E) llReportError(a.c, llInvalidArgument);  // skipped, never written
+        sh->roundExperts[i / K - begin][i % K] = valid ? (int)v[j] : -1;
+      }
+      if (valid) atomicAdd(i < before ? &hist[v[j]] : &total[v[j]], 1);
     }
   }
   __syncthreads();
@@ -282,6 +320,10 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int chunks = (c.hidden + chunkChannels - 1) / chunkChannels;
   uint64_t policy = llEvictFirstPolicy();
 
+  // topk_idx first: every block reads all of it to count, and its lines must not queue behind the
+  // megabytes of tokens requested next.
+  for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)T * c.topk * sizeof(int64_t); off += blockDim.x * 128)
+    llPrefetchL2(reinterpret_cast<const char*>(a.topkIdx) + off);
   // The block's tokens start their way from DRAM while the pairs are counted and slotted.
   for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)(end - begin) * c.hidden * 2; off += blockDim.x * 128)
     llPrefetchL2(reinterpret_cast<const char*>(a.x + (size_t)begin * c.hidden) + off);
@@ -289,13 +331,14 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   // One rank: only the blocks that write the layout need the totals (every block needs them when it
   // signals peers or receives).
   bool fused = oneRankFused(c);
-  countPairs(a, hist, total, begin, !fused || (int)(blockIdx.x * blockDim.x) < c.localExperts);
+  countPairs(a, hist, total, begin, min(end, begin + kLlWarps),
+             !fused || (int)(blockIdx.x * blockDim.x) < c.localExperts, &sh);
   if (fused) writeOwnLayout(a, total);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
   for (int first = begin; first < end; first += kLlWarps) {
     PendingPut put;
-    assignRound(a, hist, sh, first, end, warp, lane, &put);
+    assignRound(a, hist, sh, first, min(end, first + kLlWarps), first == begin, warp, lane, &put);
     int tokens = min(kLlWarps, end - first);
     if (c.topk <= 8) sendRound<8>(a, sh, first, tokens, chunks, warp, lane, policy);
     else sendRound<LL_MAX_TOPK>(a, sh, first, tokens, chunks, warp, lane, policy);
@@ -456,7 +499,7 @@ __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatch
   uint64_t seq, prevOnHalf;
   llCallSequence(a.c, &seq, &prevOnHalf);
   if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, total, seq, prevOnHalf);
-  else countPairs(a, hist, total, 0, true);  // a hook's receive phase: the own counts again
+  else countPairs(a, hist, total, 0, 0, true, &sh);  // a hook's receive phase: the own counts again
   if ((a.c.phases & LL_PHASE_RECV) && !oneRankFused(a.c)) recvPhase(a, total, hist, firstRow, seq);
 }
 
