@@ -320,19 +320,19 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int chunks = (c.hidden + chunkChannels - 1) / chunkChannels;
   uint64_t policy = llEvictFirstPolicy();
 
-  // topk_idx first: every block reads all of it to count, and its lines must not queue behind the
-  // megabytes of tokens requested next.
+  // topk_idx into the L2 at once: every block reads all of it to count.
   for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)T * c.topk * sizeof(int64_t); off += blockDim.x * 128)
     llPrefetchL2(reinterpret_cast<const char*>(a.topkIdx) + off);
-  // The block's tokens start their way from DRAM while the pairs are counted and slotted.
-  for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)(end - begin) * c.hidden * 2; off += blockDim.x * 128)
-    llPrefetchL2(reinterpret_cast<const char*>(a.x + (size_t)begin * c.hidden) + off);
   llAwaitCredits(c, prevOnHalf);
   // One rank: only the blocks that write the layout need the totals (every block needs them when it
   // signals peers or receives).
   bool fused = oneRankFused(c);
-  countPairs(a, hist, total, begin, min(end, begin + kLlWarps),
-             !fused || (int)(blockIdx.x * blockDim.x) < c.localExperts, &sh);
+  bool haveTotals = !fused || (int)(blockIdx.x * blockDim.x) < c.localExperts;
+  countPairs(a, hist, total, begin, min(end, begin + kLlWarps), haveTotals, &sh);
+  // The block's tokens start their way from DRAM while the round is slotted: after the counting, whose
+  // loads would otherwise queue behind them.
+  for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)(end - begin) * c.hidden * 2; off += blockDim.x * 128)
+    llPrefetchL2(reinterpret_cast<const char*>(a.x + (size_t)begin * c.hidden) + off);
   if (fused) writeOwnLayout(a, total);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
