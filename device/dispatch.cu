@@ -320,9 +320,6 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int chunks = (c.hidden + chunkChannels - 1) / chunkChannels;
   uint64_t policy = llEvictFirstPolicy();
 
-  // topk_idx into the L2 at once: every block reads all of it to count.
-  for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)T * c.topk * sizeof(int64_t); off += blockDim.x * 128)
-    llPrefetchL2(reinterpret_cast<const char*>(a.topkIdx) + off);
   llAwaitCredits(c, prevOnHalf);
   // One rank: only the blocks that write the layout need the totals (every block needs them when it
   // signals peers or receives).
