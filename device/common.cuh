@@ -136,11 +136,20 @@ __device__ __forceinline__ void llStore16(void* p, int4 v) { *reinterpret_cast<i
 // Bytes a call reads for the last time (the expert rows combine reduces, the tokens dispatch
 // quantises): the L2 replaces these lines first, so a call that streams more than the L2 holds
 // recycles its own dead lines instead of evicting what else the L2 holds (its own output, which the
-// next kernel reads). Not kept in L1. Outputs are stored with the normal policy for that reason.
+// next kernel reads). Not kept in L1. Outputs keep the normal policy for that reason, or evict-last
+// where their lines are written a few bytes at a time (llStore4Hint).
 __device__ __forceinline__ uint64_t llEvictFirstPolicy() {
   uint64_t policy;
   asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
   return policy;
+}
+
+__device__ __forceinline__ int4 llLoad16Once(const void* p, uint64_t policy) {
+  int4 v;
+  asm volatile("ld.global.L1::no_allocate.L2::cache_hint.v4.s32 {%0, %1, %2, %3}, [%4], %5;"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p), "l"(policy));
+  return v;
 }
 
 // Lines to keep while the rest streams past: the L2 replaces them last.
@@ -155,10 +164,3 @@ __device__ __forceinline__ void llStore4Hint(void* p, uint32_t v, uint64_t polic
   asm volatile("st.global.L2::cache_hint.b32 [%0], %1, %2;" ::"l"(p), "r"(v), "l"(policy) : "memory");
 }
 
-__device__ __forceinline__ int4 llLoad16Once(const void* p, uint64_t policy) {
-  int4 v;
-  asm volatile("ld.global.L1::no_allocate.L2::cache_hint.v4.s32 {%0, %1, %2, %3}, [%4], %5;"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p), "l"(policy));
-  return v;
-}

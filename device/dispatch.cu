@@ -37,7 +37,7 @@ constexpr int kChunkChannelsFp8 = 512;
 enum PairKind : uint8_t { kPairNone, kPairMessage, kPairOwnFloatScales, kPairOwnUe8m0Scales };
 
 // Per (token of the round, k): resolved once by assignRound, so the payload loop only adds offsets.
-struct __align__(16) DispatchShared {
+struct DispatchShared {
   int roundExperts[kLlWarps][LL_MAX_TOPK];  // experts of the round's tokens (-1: none)
   int roundSlots[kLlWarps][LL_MAX_TOPK];    // their slots (-1: none)
   char* payload[kLlWarps][LL_MAX_TOPK];     // the row's first payload byte (message body or output row)
