@@ -98,6 +98,10 @@ __device__ __forceinline__ bool llLastBlock(const llCommonKernelArgs& a, uint32_
 // barrier costs ~0.1 us).
 __device__ __forceinline__ void llCallSequence(const llCommonKernelArgs& a, uint64_t* seq, uint64_t* prevOnHalf) {
   __shared__ uint64_t words[2];
+  if (a.nranks == 1) {  // nothing to wait for or publish: one rank never reads its sequence
+    *seq = 0, *prevOnHalf = 0;
+    return;
+  }
   if (threadIdx.x == 0) {
     if (a.phases & LL_PHASE_SEND) {
       words[0] = *(volatile uint64_t*)&a.state->seq + 1;

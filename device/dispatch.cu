@@ -38,11 +38,12 @@ enum PairKind : uint8_t { kPairNone, kPairMessage, kPairOwnFloatScales, kPairOwn
 
 // Per (token of the round, k): resolved once by assignRound, so the payload loop only adds offsets.
 struct DispatchShared {
-  int roundExperts[kLlWarps][LL_MAX_TOPK];  // experts of the round's tokens (-1: none)
-  int roundSlots[kLlWarps][LL_MAX_TOPK];    // their slots (-1: none)
-  char* payload[kLlWarps][LL_MAX_TOPK];     // the row's first payload byte (message body or output row)
-  char* scales[kLlWarps][LL_MAX_TOPK];      // fp8: group 0's scale (message: float g at + 4g; own rows: below)
-  uint8_t kind[kLlWarps][LL_MAX_TOPK];      // PairKind
+  // Pair (token t of the round, k) at t * topk + k, so that the round's pairs are one flat list.
+  int roundExperts[kLlWarps * LL_MAX_TOPK];  // experts of the round's pairs (-1: none)
+  int roundSlots[kLlWarps * LL_MAX_TOPK];    // their slots (-1: none)
+  char* payload[kLlWarps][LL_MAX_TOPK];      // the row's first payload byte (message body or output row)
+  char* scales[kLlWarps][LL_MAX_TOPK];       // fp8: group 0's scale (message: float g at + 4g; own rows: below)
+  uint8_t kind[kLlWarps][LL_MAX_TOPK];       // PairKind
 };
 
 // Offset in the receiver's buffer (current half) of the message of a pair with expert e and slot.
@@ -191,30 +192,30 @@ __device__ void assignRound(const llDispatchKernelArgs& a, int* hist, DispatchSh
       if (v < -1 || v >= c.numExperts) llReportError(c, llInvalidArgument);  // skipped, never written
       else e = (int)v;
     }
-    if (lane < K) sh.roundExperts[warp][lane] = e;
+    if (lane < K) sh.roundExperts[warp * K + lane] = e;
     __syncthreads();
   }
   if (warp == 0) {
     int pairs = (end - first) * K;
     for (int p0 = 0; p0 < pairs; p0 += 32) {
       int p = p0 + lane;
-      int e = p < pairs ? sh.roundExperts[p / K][p % K] : -1;
+      int e = p < pairs ? sh.roundExperts[p] : -1;
       unsigned same = __match_any_sync(0xffffffffu, e);
       int slot = e >= 0 ? hist[e] + __popc(same & ((1u << lane) - 1)) : -1;
       __syncwarp();
       if (e >= 0 && (same >> lane) == 1u) hist[e] += __popc(same);  // the group's last lane
-      if (p < pairs) sh.roundSlots[p / K][p % K] = slot;
+      if (p < pairs) sh.roundSlots[p] = slot;
       __syncwarp();
     }
   }
   __syncthreads();
-  int e = token < end && lane < K ? sh.roundExperts[warp][lane] : -1;
+  int e = token < end && lane < K ? sh.roundExperts[warp * K + lane] : -1;
   char* payload = nullptr;
   char* scales = nullptr;
   uint8_t kind = kPairNone;
   int direct = -1;
   if (e >= 0) {
-    int slot = sh.roundSlots[warp][lane];
+    int slot = sh.roundSlots[warp * K + lane];
     if (slot >= c.maxTokens) {
       llReportError(c, llInvalidArgument);  // one source sent an expert more than N rows
     } else if (e / c.localExperts == c.rank) {
@@ -298,7 +299,7 @@ __device__ void countPairs(const llDispatchKernelArgs& a, int* hist, int* total,
       bool valid = v[j] >= 0 && v[j] < E;
       if (i >= before && i < roundPairs) {
         if (v[j] < -1 || v[j] >= E) llReportError(a.c, llInvalidArgument);  // skipped, never written
-        sh->roundExperts[i / K - begin][i % K] = valid ? (int)v[j] : -1;
+        sh->roundExperts[i - before] = valid ? (int)v[j] : -1;
       }
       if (valid) atomicAdd(i < before ? &hist[v[j]] : &total[v[j]], 1);
     }
@@ -325,7 +326,8 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   // signals peers or receives).
   bool fused = oneRankFused(c);
   bool haveTotals = !fused || (int)(blockIdx.x * blockDim.x) < c.localExperts;
-  countPairs(a, hist, total, begin, min(end, begin + kLlWarps), haveTotals, &sh);
+  if (begin < end || haveTotals)  // a block with no tokens (more blocks than tokens) counts only for totals
+    countPairs(a, hist, total, begin, min(end, begin + kLlWarps), haveTotals, &sh);
   // The block's tokens start their way from DRAM while the round is slotted: after the counting, whose
   // loads would otherwise queue behind them.
   for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)(end - begin) * c.hidden * 2; off += blockDim.x * 128)
