@@ -27,8 +27,8 @@
 
 namespace {
 
-// One warp step: bf16 32 lanes x 8 channels (16-byte loads and stores); fp8 32 lanes x 16 channels
-// (two 16-byte loads, one 16-byte store of 16 fp8 values; four groups of 128 per step).
+// One warp step: bf16 32 lanes x 8 channels (16-byte loads and stores); fp8 32 lanes x 16 channels,
+// four groups of 128 (two 16-byte loads, each of the warp's 512 contiguous bytes; two 8-byte stores).
 constexpr int kChunkChannelsBf16 = 256;
 constexpr int kChunkChannelsFp8 = 512;
 
@@ -67,15 +67,16 @@ struct PendingPut {
   uint64_t remoteOffset;
 };
 
-// 16 bytes to a target's row: global stores (a peer's row is mapped into this address space too).
-__device__ __forceinline__ void storeTarget(char* p, int4 v) { __stwb(reinterpret_cast<int4*>(p), v); }
+// A vector to a target's row: global stores (a peer's row is mapped into this address space too).
+template <class V>
+__device__ __forceinline__ void storeTarget(char* p, V v) { __stwb(reinterpret_cast<V*>(p), v); }
 
-// 16 bytes at `offset` of every target row of token t of the round. kMaxK is a compile-time bound on
+// A vector (16 bytes bf16, 8 bytes fp8) at `offset` of every target row of token t of the round. kMaxK is a compile-time bound on
 // topk (the kinds past topk are kPairNone), so the loop unrolls: the shared-memory reads of all
 // targets issue together and every store is predicated, instead of a read-compare-branch chain per
 // target.
-template <int kMaxK>
-__device__ __forceinline__ void storeToTargets(const DispatchShared& sh, int t, size_t offset, int4 v) {
+template <int kMaxK, class V>
+__device__ __forceinline__ void storeToTargets(const DispatchShared& sh, int t, size_t offset, V v) {
 #pragma unroll
   for (int k = 0; k < kMaxK; k++)
     if (sh.kind[t][k] != kPairNone) storeTarget(sh.payload[t][k] + offset, v);
@@ -90,8 +91,8 @@ __device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, con
   storeToTargets<kMaxK>(sh, t, v * 16, llLoad16Once(row + v * 8, policy));
 }
 
-// The scales of one chunk's four groups (held by lanes 0, 8, 16, 24) to every target, one store per
-// lane: lane l takes group chunk * 4 + l % 4 of target l / 4 (and of target 8 + l / 4 when topk > 8).
+// The scales of one chunk's four groups to every target, one store per lane: lane l holds the scale
+// of group chunk * 4 + l % 4 and takes that group of target l / 4 (and of target 8 + l / 4 when topk > 8).
 // Messages take floats 4 bytes apart. Own rows take floats ownScaleStride apart (rows fastest), or
 // with UE8M0 one int32 word of the four groups' exponent bytes (unused bytes 0), so every word is
 // written whole. These lines are written 4 bytes at a time by many blocks (a row's neighbours are
@@ -99,11 +100,10 @@ __device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, con
 // instead of being evicted half-written by the payload streaming past and read back to be merged.
 template <int kMaxK>
 __device__ __forceinline__ void storeChunkScales(const llDispatchKernelArgs& a, const DispatchShared& sh, int t,
-                                                 int chunk, int lane, float scale) {
+                                                 int chunk, int lane, float groupScale) {
   int groups = a.c.hidden / kLlQuantGroup;
   int g = chunk * 4 + (lane & 3);
   bool inRow = g < groups;
-  float groupScale = __shfl_sync(0xffffffffu, scale, (lane & 3) * 8);
   uint32_t byte = inRow ? llUe8m0Byte(groupScale) : 0u;
   uint32_t word = byte;
 #pragma unroll
@@ -125,40 +125,52 @@ __device__ __forceinline__ void storeChunkScales(const llDispatchKernelArgs& a, 
   }
 }
 
-// Chunk `chunk` (512 channels) of token t of the round, fp8: each 8-lane group quantises one group of
-// 128 channels (16 per lane), reduces its amax with shuffles, and stores 16 bytes per lane per target,
-// then the four groups' scales (storeChunkScales).
-template <int kMaxK>
-__device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const DispatchShared& sh, int t,
-                                             const uint16_t* row, int chunk, int lane, uint64_t policy) {
-  int H = a.c.hidden;
-  int groups = H / kLlQuantGroup;
-  bool roundScale = (a.flags & (LL_ROUND_SCALE | LL_UE8M0)) != 0;
-  int g = chunk * 4 + (lane >> 3), sub = lane & 7;
-  bool active = g < groups;
-  const uint16_t* src = row + (size_t)g * kLlQuantGroup + sub * 16;
-  int4 raw[2] = {make_int4(0, 0, 0, 0), make_int4(0, 0, 0, 0)};
-  if (active) raw[0] = llLoad16Once(src, policy), raw[1] = llLoad16Once(src + 8, policy);
-  const uint16_t* h = reinterpret_cast<const uint16_t*>(raw);
-  float f[16];
+// 8 bf16 channels of a lane to 8 fp8 bytes, scaled by its group of 128 channels (the lane's 16-lane
+// half of the warp): the group's amax by shuffles. *scale: the group's scale, in every lane.
+__device__ __forceinline__ uint2 quantizeLane(int4 raw, bool roundScale, float* scale) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
+  float f[8];
   float amax = 0.f;
 #pragma unroll
-  for (int i = 0; i < 16; i++) {
+  for (int i = 0; i < 8; i++) {
     f[i] = llBf16ToFloat(h[i]);
     amax = fmaxf(amax, fabsf(f[i]));
   }
 #pragma unroll
-  for (int m = 4; m >= 1; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
-  float scale = llQuantScale(amax, roundScale);
-  if (active) {
-    float inv = llQuantInvScale(amax, roundScale);
-    int4 q;
-    uint16_t* pairs = reinterpret_cast<uint16_t*>(&q);
+  for (int m = 8; m >= 1; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+  *scale = llQuantScale(amax, roundScale);
+  float inv = llQuantInvScale(amax, roundScale);
+  uint2 q;
+  uint16_t* pairs = reinterpret_cast<uint16_t*>(&q);
 #pragma unroll
-    for (int i = 0; i < 8; i++) pairs[i] = llFp8E4m3x2FromFloats(f[2 * i] * inv, f[2 * i + 1] * inv);
-    storeToTargets<kMaxK>(sh, t, (size_t)g * kLlQuantGroup + sub * 16, q);
-  }
-  storeChunkScales<kMaxK>(a, sh, t, chunk, lane, scale);
+  for (int i = 0; i < 4; i++) pairs[i] = llFp8E4m3x2FromFloats(f[2 * i] * inv, f[2 * i + 1] * inv);
+  return q;
+}
+
+// Chunk `chunk` (512 channels, groups chunk * 4 .. + 3) of token t of the round, fp8. Each 16-byte
+// load of the warp takes 512 contiguous bytes (two groups, 16 lanes each; four 128-byte lines, where
+// lanes 16 bytes apart of 32 would touch eight): lane l holds 8 channels of group chunk * 4 + l / 16
+// and 8 of the group two further on, quantises both, stores 8 bytes of each per target, then the
+// four groups' scales (storeChunkScales).
+template <int kMaxK>
+__device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const DispatchShared& sh, int t,
+                                             const uint16_t* row, int chunk, int lane, uint64_t policy) {
+  int groups = a.c.hidden / kLlQuantGroup;
+  bool roundScale = (a.flags & (LL_ROUND_SCALE | LL_UE8M0)) != 0;
+  int gA = chunk * 4 + (lane >> 4), gB = gA + 2;
+  size_t at = (size_t)(lane & 15) * 8;
+  int4 rawA = make_int4(0, 0, 0, 0), rawB = make_int4(0, 0, 0, 0);
+  if (gA < groups) rawA = llLoad16Once(row + (size_t)gA * kLlQuantGroup + at, policy);
+  if (gB < groups) rawB = llLoad16Once(row + (size_t)gB * kLlQuantGroup + at, policy);
+  float scaleA, scaleB;
+  uint2 qA = quantizeLane(rawA, roundScale, &scaleA);
+  uint2 qB = quantizeLane(rawB, roundScale, &scaleB);
+  if (gA < groups) storeToTargets<kMaxK>(sh, t, (size_t)gA * kLlQuantGroup + at, qA);
+  if (gB < groups) storeToTargets<kMaxK>(sh, t, (size_t)gB * kLlQuantGroup + at, qB);
+  // Lane l's group chunk * 4 + l % 4: group j's scale is in lane 0 (j even) or 16 (j odd) of A or B.
+  int j = lane & 3;
+  float fromA = __shfl_sync(0xffffffffu, scaleA, (j & 1) * 16), fromB = __shfl_sync(0xffffffffu, scaleB, (j & 1) * 16);
+  storeChunkScales<kMaxK>(a, sh, t, chunk, lane, j < 2 ? fromA : fromB);
 }
 
 // Every (token, chunk) unit of one round, by all warps of the block.
@@ -328,10 +340,6 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   bool haveTotals = !fused || (int)(blockIdx.x * blockDim.x) < c.localExperts;
   if (begin < end || haveTotals)  // a block with no tokens (more blocks than tokens) counts only for totals
     countPairs(a, hist, total, begin, min(end, begin + kLlWarps), haveTotals, &sh);
-  // The block's tokens start their way from DRAM while the round is slotted: after the counting, whose
-  // loads would otherwise queue behind them.
-  for (size_t off = (size_t)threadIdx.x * 128; off < (size_t)(end - begin) * c.hidden * 2; off += blockDim.x * 128)
-    llPrefetchL2(reinterpret_cast<const char*>(a.x + (size_t)begin * c.hidden) + off);
   if (fused) writeOwnLayout(a, total);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.

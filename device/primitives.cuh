@@ -32,7 +32,3 @@ __device__ __forceinline__ uint64_t llGlobalTimerNs() {
   return t;
 }
 
-// Asks L2 to fetch a line now, so a later load of it does not pay the DRAM round trip in series.
-__device__ __forceinline__ void llPrefetchL2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
