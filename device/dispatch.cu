@@ -71,10 +71,10 @@ struct PendingPut {
 template <class V>
 __device__ __forceinline__ void storeTarget(char* p, V v) { __stwb(reinterpret_cast<V*>(p), v); }
 
-// A vector (16 bytes bf16, 8 bytes fp8) at `offset` of every target row of token t of the round. kMaxK is a compile-time bound on
-// topk (the kinds past topk are kPairNone), so the loop unrolls: the shared-memory reads of all
-// targets issue together and every store is predicated, instead of a read-compare-branch chain per
-// target.
+// A vector (16 bytes bf16, 8 bytes fp8) at `offset` of every target row of token t of the round.
+// kMaxK is a compile-time bound on topk (the kinds past topk are kPairNone), so the loop unrolls: the
+// shared-memory reads of all targets issue together and every store is predicated, instead of a
+// read-compare-branch chain per target.
 template <int kMaxK, class V>
 __device__ __forceinline__ void storeToTargets(const DispatchShared& sh, int t, size_t offset, V v) {
 #pragma unroll
@@ -92,7 +92,8 @@ __device__ __forceinline__ void sendChunkBf16(const llDispatchKernelArgs& a, con
 }
 
 // The scales of one chunk's four groups to every target, one store per lane: lane l holds the scale
-// of group chunk * 4 + l % 4 and takes that group of target l / 4 (and of target 8 + l / 4 when topk > 8).
+// of group chunk * 4 + l % 4 and takes that group of target l / 4 (and of target 8 + l / 4 when
+// topk > 8).
 // Messages take floats 4 bytes apart. Own rows take floats ownScaleStride apart (rows fastest), or
 // with UE8M0 one int32 word of the four groups' exponent bytes (unused bytes 0), so every word is
 // written whole. These lines are written 4 bytes at a time by many blocks (a row's neighbours are
@@ -148,10 +149,11 @@ __device__ __forceinline__ uint2 quantizeLane(int4 raw, bool roundScale, float* 
 }
 
 // Chunk `chunk` (512 channels, groups chunk * 4 .. + 3) of token t of the round, fp8. Each 16-byte
-// load of the warp takes 512 contiguous bytes (two groups, 16 lanes each; four 128-byte lines, where
-// lanes 16 bytes apart of 32 would touch eight): lane l holds 8 channels of group chunk * 4 + l / 16
-// and 8 of the group two further on, quantises both, stores 8 bytes of each per target, then the
-// four groups' scales (storeChunkScales).
+// load of the warp takes 512 contiguous bytes: two groups, 16 lanes each, four 128-byte lines (with 16
+// contiguous channels a lane, a load took 16 of every 32 bytes of eight lines: twice the L2 requests,
+// which pace this call). Lane l holds 8 channels of group chunk * 4 + l / 16 and 8 of the group two
+// further on, quantises both, stores 8 bytes of each per target, then the four groups' scales
+// (storeChunkScales).
 template <int kMaxK>
 __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, const DispatchShared& sh, int t,
                                              const uint16_t* row, int chunk, int lane, uint64_t policy) {
@@ -169,7 +171,8 @@ __device__ __forceinline__ void sendChunkFp8(const llDispatchKernelArgs& a, cons
   if (gB < groups) storeToTargets<kMaxK>(sh, t, (size_t)gB * kLlQuantGroup + at, qB);
   // Lane l's group chunk * 4 + l % 4: group j's scale is in lane 0 (j even) or 16 (j odd) of A or B.
   int j = lane & 3;
-  float fromA = __shfl_sync(0xffffffffu, scaleA, (j & 1) * 16), fromB = __shfl_sync(0xffffffffu, scaleB, (j & 1) * 16);
+  float fromA = __shfl_sync(0xffffffffu, scaleA, (j & 1) * 16);
+  float fromB = __shfl_sync(0xffffffffu, scaleB, (j & 1) * 16);
   storeChunkScales<kMaxK>(a, sh, t, chunk, lane, j < 2 ? fromA : fromB);
 }
 

@@ -743,7 +743,7 @@ constexpr ShapeSpec kShapes[] = {
     {1024, 1536,  64,  8,  false, 0.0, false, true,  false, false, true},   // N = 1024, all on one expert
     {16,   16384, 64,  8,  true,  0.1, false, false, false, false, true},   // H = 16384
     {16,   640,   64,  8,  true,  0.1, false, false, true,  false, false},  // 5 scale groups: UE8M0 word ends the row
-    {24,   896,   32,  4,  true,  0.0, false, false, false, false, false},  // 7 scale groups, 3.5 steps of 256
+    {24,   896,   32,  4,  true,  0.0, false, false, false, false, false},  // 7 scale groups: a partial last chunk
 };
 // clang-format on
 constexpr int kNumShapes = sizeof(kShapes) / sizeof(kShapes[0]);
