@@ -1,8 +1,8 @@
 // fanout_bw: the memory traffic of an fp8 dispatch with one rank, and nothing else. Each token's row
-// (H bf16 values) is read once and its first H bytes are stored to k rows of a [E][T][H]-byte output
+// (H bf16 values, 2H bytes) is read once and H bytes are stored to k rows of a [E][T][H]-byte output
 // whose rows are picked at random per expert, 512 bytes per warp store, as the dispatch kernel's
-// grid shape does (132 x 1024 threads by default). Next to it: a memset of the same written bytes and
-// an empty kernel. Every timed launch follows an L2 flush by reading 2 x L2 (ll_perf's default), and
+// grid shape does (132 x 1024 threads by default). Next to it: the same rows moved by bulk copies
+// (TMA), a memset of the same written bytes and an empty kernel. Every timed launch follows an L2 flush by reading 2 x L2 (ll_perf's default), and
 // the median of 30 is printed. docs/perf-notes.md compares the dispatch with it.
 //
 //   fanout_bw [tokens [hidden]]      (default: 1024 7168; top-8, 256 experts)
@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
   float empty = median([&] { fanOut<<<132, 1024>>>(x, xRowBytes, out, rowOf, 0, rowBytes); });
   CK(cudaGetLastError());
   printf("fan-out (read once, %d stores per 16 bytes)  %8.2f us\n", kTopk, fan);
-  printf("fan-out by bulk copies (TMA)                %8.2f us\n", bulk);
+  if (bulk >= 0) printf("fan-out by bulk copies (TMA)                %8.2f us\n", bulk);
+  else printf("fan-out by bulk copies (TMA)                     n/a (a block's rows exceed shared memory)\n");
   printf("memset of the written bytes                 %8.2f us\n", set);
   printf("empty kernel (same grid)                    %8.2f us\n", empty);
   return 0;
