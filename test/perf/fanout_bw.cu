@@ -1,9 +1,14 @@
 // fanout_bw: the memory traffic of an fp8 dispatch with one rank, and nothing else. Each token's row
 // (H bf16 values, 2H bytes) is read once and H bytes are stored to k rows of a [E][T][H]-byte output
-// whose rows are picked at random per expert, 512 bytes per warp store, as the dispatch kernel's
-// grid shape does (132 x 1024 threads by default). Next to it: the same rows moved by bulk copies
-// (TMA), a memset of the same written bytes and an empty kernel. Every timed launch follows an L2 flush by reading 2 x L2 (ll_perf's default), and
-// the median of 30 is printed. docs/perf-notes.md compares the dispatch with it.
+// whose rows are picked at random per expert. The warp fan-out has the dispatch kernel's shape: 132 x
+// 1024 threads, each block a contiguous share of the tokens, its warps taking (token, 512-channel)
+// units (two 512-byte loads, 256 bytes a store). Variants add the fp8 scales (one float per 128
+// channels and pair) as the dispatch writes them for its own rows, in the caller's [E][groups][T]
+// layout (with its evict-last policy, and with the default one), or as one 16-byte store per token
+// and unit (a compact [T][groups] table, which the caller cannot read). Next to them: the same rows
+// moved by bulk copies (TMA), a memset of the written bytes and an empty kernel. Every timed launch
+// follows ll_perf's L2 flush (reading 2 x L2, evict-last lines included), and the median of 30 is printed.
+// docs/perf-notes.md compares the dispatch with it.
 //
 //   fanout_bw [tokens [hidden]]      (default: 1024 7168; top-8, 256 experts)
 #include <stdint.h>
@@ -13,31 +18,42 @@
 #include <vector>
 
 #include "test/perf/cuda_ck.h"
+#include "test/perf/perf_kernels.h"
 
 constexpr int kTopk = 8, kExperts = 256, kReps = 30;
 
-__global__ void readAll(const int4* buffer, size_t vecs, int4* sink) {
-  int4 acc = make_int4(0, 0, 0, 0);
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < vecs; i += (size_t)gridDim.x * blockDim.x) {
-    int4 v = buffer[i];
-    acc.x ^= v.x, acc.y ^= v.y;
-  }
-  if (acc.x == 0x5eed1e55 && acc.y == -1) *sink = acc;  // never: keeps the loads
-}
+enum ScaleStores { kNoScales, kScalesCallerEvictLast, kScalesCallerDefault, kScalesPerToken };
 
-// Warp units of (token, 512-byte output piece): each lane reads 32 bytes of the row (16 bf16 values,
-// the whole row is read once) and stores 16 bytes made from them to the token's kTopk rows.
-__global__ void fanOut(const char* x, size_t xRowBytes, char* out, const int* rowOf, int tokens, size_t rowBytes) {
-  int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
-  int warps = gridDim.x * blockDim.x / 32;
-  size_t pieces = rowBytes / 512;
-  for (size_t u = warp; u < (size_t)tokens * pieces; u += warps) {
-    size_t t = u / pieces, p = u % pieces;
-    const int4* in = reinterpret_cast<const int4*>(x + t * xRowBytes + p * 1024 + lane * 32);
-    int4 a = in[0], b = in[1];
-    int4 v = make_int4(a.x ^ b.x, a.y ^ b.y, a.z ^ b.z, a.w ^ b.w);
-    for (int k = 0; k < kTopk; k++)
-      *reinterpret_cast<int4*>(out + (size_t)rowOf[t * kTopk + k] * rowBytes + p * 512 + lane * 16) = v;
+// Warp units of (token, 512-channel chunk) of the block's tokens: lane l reads 16 bytes at 16 l and
+// at 512 + 16 l of the chunk's 1024 input bytes, and stores 8 bytes made from each to every target
+// row (groups chunk * 4 + l / 16 and two further on, as the dispatch's lanes hold them).
+__global__ void __launch_bounds__(1024, 1) fanOut(const char* x, size_t xRowBytes, char* out, float* scales,
+                                                   const int* rowOf, int tokens, size_t rowBytes, int scaleStores) {
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32, groups = (int)(rowBytes / 128);
+  int per = (tokens + gridDim.x - 1) / gridDim.x, t0 = blockIdx.x * per, t1 = min(tokens, t0 + per);
+  int chunks = (int)(rowBytes / 512);
+  uint64_t keep;
+  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(keep));
+  for (int u = warp; u < (t1 - t0) * chunks; u += 32) {
+    int t = t0 + u / chunks, chunk = u % chunks;
+    const char* in = x + t * xRowBytes + chunk * 1024;
+    int4 a = *reinterpret_cast<const int4*>(in + lane * 16), b = *reinterpret_cast<const int4*>(in + 512 + lane * 16);
+    uint2 va = make_uint2(a.x ^ a.y, a.z ^ a.w), vb = make_uint2(b.x ^ b.y, b.z ^ b.w);
+    int rows[kTopk];
+    for (int k = 0; k < kTopk; k++) rows[k] = rowOf[t * kTopk + k];
+    size_t at = (size_t)(chunk * 4 + lane / 16) * 128 + (lane % 16) * 8;
+    for (int k = 0; k < kTopk; k++) {
+      *reinterpret_cast<uint2*>(out + (size_t)rows[k] * rowBytes + at) = va;
+      *reinterpret_cast<uint2*>(out + (size_t)rows[k] * rowBytes + at + 256) = vb;
+    }
+    // Lane l: the scale of group chunk * 4 + l % 4 for target l / 4 (a stand-in value, never 0).
+    int g = chunk * 4 + lane % 4, row = rows[lane / 4], expert = row / tokens, slot = row % tokens;
+    float v = __int_as_float((int)((va.x | 1u) & 0x3fffffffu));
+    float* callerScale = scales + ((size_t)expert * groups + g) * tokens + slot;
+    if (scaleStores == kScalesCallerEvictLast)
+      asm volatile("st.global.L2::cache_hint.b32 [%0], %1, %2;" ::"l"(callerScale), "r"(__float_as_uint(v)), "l"(keep) : "memory");
+    else if (scaleStores == kScalesCallerDefault) *callerScale = v;
+    else if (scaleStores == kScalesPerToken && lane < 4) scales[(size_t)t * groups + g] = v;
   }
 }
 
@@ -89,11 +105,15 @@ int main(int argc, char** argv) {
   size_t flushBytes = 2 * (size_t)l2, xRowBytes = 2 * (size_t)hidden, rowBytes = hidden;
   size_t outBytes = (size_t)kExperts * tokens * rowBytes, written = (size_t)tokens * kTopk * rowBytes;
   char *x, *out, *flush;
+  float* scales;
   int* rowOf;
   int4* sink;
   CK(cudaMalloc(&x, tokens * xRowBytes));
   CK(cudaMalloc(&out, outBytes));
   CK(cudaMalloc(&flush, flushBytes));
+  size_t scaleBytes = (size_t)kExperts * tokens * (hidden / 128) * sizeof(float);
+  CK(cudaMalloc(&scales, scaleBytes));
+  CK(cudaMemset(scales, 0, scaleBytes));
   CK(cudaMalloc(&sink, sizeof(int4)));
   CK(cudaMemset(x, 1, tokens * xRowBytes));
   CK(cudaMemset(out, 0, outBytes));
@@ -118,7 +138,7 @@ int main(int argc, char** argv) {
   auto median = [&](auto launch) {
     std::vector<float> us;
     for (int i = 0; i < kReps; i++) {
-      readAll<<<528, 512>>>(reinterpret_cast<const int4*>(flush), flushBytes / 16, sink);
+      CK(llPerfLaunchReadFlush(flush, flushBytes, sink, 0));
       CK(cudaEventRecord(begin));
       launch();
       CK(cudaEventRecord(end));
@@ -132,7 +152,9 @@ int main(int argc, char** argv) {
   };
   printf("# fanout_bw: %d tokens, H %d, top-%d, %d experts: reads %.1f MB, writes %.1f MB\n", tokens, hidden, kTopk,
          kExperts, tokens * xRowBytes / 1e6, written / 1e6);
-  float fan = median([&] { fanOut<<<132, 1024>>>(x, xRowBytes, out, rowOf, tokens, rowBytes); });
+  float fan[4];
+  for (int mode = kNoScales; mode <= kScalesPerToken; mode++)
+    fan[mode] = median([&] { fanOut<<<132, 1024>>>(x, xRowBytes, out, scales, rowOf, tokens, rowBytes, mode); });
   int perBlock = (tokens + 131) / 132;
   size_t bulkSmem = perBlock * xRowBytes;
   float bulk = -1;
@@ -141,12 +163,15 @@ int main(int argc, char** argv) {
     bulk = median([&] { fanOutBulk<<<132, 1024, bulkSmem>>>(x, xRowBytes, out, rowOf, tokens, rowBytes); });
   }
   float set = median([&] { CK(cudaMemsetAsync(out, 3, written)); });
-  float empty = median([&] { fanOut<<<132, 1024>>>(x, xRowBytes, out, rowOf, 0, rowBytes); });
+  float empty = median([&] { fanOut<<<132, 1024>>>(x, xRowBytes, out, scales, rowOf, 0, rowBytes, kNoScales); });
   CK(cudaGetLastError());
-  printf("fan-out (read once, %d stores per 16 bytes)  %8.2f us\n", kTopk, fan);
-  if (bulk >= 0) printf("fan-out by bulk copies (TMA)                %8.2f us\n", bulk);
-  else printf("fan-out by bulk copies (TMA)                     n/a (a block's rows exceed shared memory)\n");
-  printf("memset of the written bytes                 %8.2f us\n", set);
-  printf("empty kernel (same grid)                    %8.2f us\n", empty);
+  printf("fan-out (tokens read once, %d stores a piece)     %8.2f us\n", kTopk, fan[kNoScales]);
+  printf("  + scales, caller's layout, evict-last (dispatch) %8.2f us\n", fan[kScalesCallerEvictLast]);
+  printf("  + scales, caller's layout, default L2 policy     %8.2f us\n", fan[kScalesCallerDefault]);
+  printf("  + scales, one 16-byte store per token and unit   %8.2f us\n", fan[kScalesPerToken]);
+  if (bulk >= 0) printf("fan-out by bulk copies (TMA)                     %8.2f us\n", bulk);
+  else printf("fan-out by bulk copies (TMA)                          n/a (a block's rows exceed shared memory)\n");
+  printf("memset of the written bytes                      %8.2f us\n", set);
+  printf("empty kernel (same grid)                         %8.2f us\n", empty);
   return 0;
 }

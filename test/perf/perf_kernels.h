@@ -16,7 +16,8 @@ cudaError_t llPerfLaunchEmpty(cudaStream_t stream);
 cudaError_t llPerfLaunchPingPong(uint64_t* ownFlag, uint64_t* peerFlag, int iters, int skip, bool initiator,
                                  uint64_t timeoutNs, uint64_t* result, cudaStream_t stream);
 
-// Reads `bytes` (a multiple of 16) of `buffer` through the L2 and writes nothing the caller reads: an L2
-// flush that leaves only clean lines behind, so the next kernel's misses evict without writing back.
+// Reads `bytes` (a multiple of 128, 128-byte aligned) of `buffer` through the L2 and writes nothing the
+// caller reads: an L2 flush that leaves only clean lines of normal priority behind, so the next kernel
+// finds none of its data (evict-last lines included) and its misses evict without writing back.
 // `sink` (device, 16 bytes) receives a value only in the impossible case that keeps the loads alive.
 cudaError_t llPerfLaunchReadFlush(const void* buffer, size_t bytes, int4* sink, cudaStream_t stream);
