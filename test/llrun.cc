@@ -40,8 +40,42 @@ double nowSeconds() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// A port no one listens on now; MASTER_PORT for torchrun-style rendezvous.
+// True when a listener could bind `port` on the loopback now (SO_REUSEADDR, as the library's listener).
+bool canBind(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  bool ok = bind(fd, (sockaddr*)&a, sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+// A port no one listens on now; MASTER_PORT for torchrun-style rendezvous. Picked below the kernel's
+// ephemeral range when it can be, with kPortsAbove more ports below the range after it (a test may meet
+// on MASTER_PORT + k for its k-th communicator): the kernel gives ports of that range to every outgoing
+// connection (the ranks' own connections to each other among them), so a port found free there may be
+// taken before rank 0 binds it, and rank 0 then waits out its deadline on a port it never gets.
+constexpr int kPortsAbove = 1000;
+
 int freePort() {
+  int ephemeralLow = 32768;
+  if (FILE* f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (fscanf(f, "%d", &ephemeralLow) != 1) ephemeralLow = 32768;
+    fclose(f);
+  }
+  constexpr int kLowest = 10000;
+  unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)(nowSeconds() * 1e6);
+  for (int attempt = 0; attempt < 64 && ephemeralLow - kPortsAbove > kLowest; attempt++) {
+    seed = seed * 1664525u + 1013904223u;
+    int port = kLowest + (int)((seed >> 8) % (unsigned)(ephemeralLow - kPortsAbove - kLowest));
+    if (canBind(port)) return port;
+  }
+  // No free port below the range: any free one (the kernel's choice).
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return 29500;
   sockaddr_in a{};
