@@ -9,9 +9,10 @@
 // stream (step.host: wall clock around the two calls and a stream synchronize). Right before every
 // timed call the L2 is flushed (twice its size, read by a kernel; -F write: memset), so the call reads
 // its inputs from HBM (in the combine loop, after the untimed dispatch that makes the handle). A read
-// flush leaves clean lines; a memset leaves the L2 full of dirty ones, and the timed call then also
-// pays for writing those back as its misses evict them: up to an L2 of bytes that are not the call's
-// (docs/performance.md, "Method"). Then, unless -a 0, an empty dispatch (no tokens) lines the ranks
+// flush leaves clean lines of normal priority (it also replaces what a call stored under evict-last);
+// a memset leaves the L2 full of dirty ones, and the timed call then also pays for writing those back
+// as its misses evict them: up to an L2 of bytes that are not the call's (docs/performance.md,
+// "Method"). Then, unless -a 0, an empty dispatch (no tokens) lines the ranks
 // up: it returns once every rank has reached it, so one rank's flush does not show up as another
 // rank's wait. Floors come from test/perf/perf_floors.h, checks from perf_check.h.
 // Exit status: 0, or 1 if any check found a wrong row or any call failed (2: bad usage).
@@ -80,8 +81,9 @@ void usage(FILE* f) {
           "  -G 0|1                    capture one dispatch + combine in a CUDA graph and replay it (0)\n"
           "  -z 0|1                    send-only calls, receive phase by llHookRun, timed apart (0)\n"
           "  -a 0|1                    line the ranks up before each timed call with an empty dispatch (1)\n"
-          "  -F read|write|none        L2 flush before each timed call: a kernel reads 2 x L2 (clean lines\n"
-          "                            stay), a memset writes it (dirty lines the call writes back), or none\n"
+          "  -F read|write|none        L2 flush before each timed call: a kernel reads 2 x L2, evict-last\n"
+          "                            lines included (clean lines stay), a memset writes it (dirty lines the\n"
+          "                            call writes back), or none\n"
           "                            (inputs and code may still be in the L2) (read)\n"
           "  -N 0|1                    NCCL baseline: the same bytes by ncclSend/ncclRecv, one rank per GPU (1)\n"
           "  -t auto|p2p|ibgda         transports (config.transports; auto: the library's choice)\n"
