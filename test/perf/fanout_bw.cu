@@ -7,8 +7,8 @@
 // layout (with its evict-last policy, and with the default one), or as one 16-byte store per token
 // and unit (a compact [T][groups] table, which the caller cannot read). Next to them: the same rows
 // moved by bulk copies (TMA), a memset of the written bytes and an empty kernel. Every timed launch
-// follows ll_perf's L2 flush (reading 2 x L2, evict-last lines included), and the median of 30 is printed.
-// docs/perf-notes.md compares the dispatch with it.
+// follows ll_perf's L2 flush (reading 2 x L2, evict-last lines included), and the median of 30 is
+// printed. docs/perf-notes.md compares the dispatch with it.
 //
 //   fanout_bw [tokens [hidden]]      (default: 1024 7168; top-8, 256 experts)
 #include <stdint.h>
@@ -51,7 +51,8 @@ __global__ void __launch_bounds__(1024, 1) fanOut(const char* x, size_t xRowByte
     float v = __int_as_float((int)((va.x | 1u) & 0x3fffffffu));
     float* callerScale = scales + ((size_t)expert * groups + g) * tokens + slot;
     if (scaleStores == kScalesCallerEvictLast)
-      asm volatile("st.global.L2::cache_hint.b32 [%0], %1, %2;" ::"l"(callerScale), "r"(__float_as_uint(v)), "l"(keep) : "memory");
+      asm volatile("st.global.L2::cache_hint.b32 [%0], %1, %2;" ::"l"(callerScale), "r"(__float_as_uint(v)),
+                   "l"(keep) : "memory");
     else if (scaleStores == kScalesCallerDefault) *callerScale = v;
     else if (scaleStores == kScalesPerToken && lane < 4) scales[(size_t)t * groups + g] = v;
   }

@@ -12,9 +12,9 @@
 // flush leaves clean lines of normal priority (it also replaces what a call stored under evict-last);
 // a memset leaves the L2 full of dirty ones, and the timed call then also pays for writing those back
 // as its misses evict them: up to an L2 of bytes that are not the call's (docs/performance.md,
-// "Method"). Then, unless -a 0, an empty dispatch (no tokens) lines the ranks
-// up: it returns once every rank has reached it, so one rank's flush does not show up as another
-// rank's wait. Floors come from test/perf/perf_floors.h, checks from perf_check.h.
+// "Method"). Then, unless -a 0, an empty dispatch (no tokens) lines the ranks up: it returns once
+// every rank has reached it, so one rank's flush does not show up as another rank's wait. Floors come
+// from test/perf/perf_floors.h, checks from perf_check.h.
 // Exit status: 0, or 1 if any check found a wrong row or any call failed (2: bad usage).
 #include <cuda_runtime_api.h>
 #include <unistd.h>
