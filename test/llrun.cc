@@ -40,19 +40,22 @@ double nowSeconds() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// True when a listener could bind `port` on the loopback now (SO_REUSEADDR, as the library's listener).
-bool canBind(int port) {
+// Binds a loopback socket to `port` (0: the kernel's choice; SO_REUSEADDR, as the library's listener)
+// and closes it: the port it got, or -1 when the bind failed.
+int bindLoopback(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
+  if (fd < 0) return -1;
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = htons(port);
-  bool ok = bind(fd, (sockaddr*)&a, sizeof(a)) == 0;
+  socklen_t len = sizeof(a);
+  int bound = -1;
+  if (bind(fd, (sockaddr*)&a, sizeof(a)) == 0 && getsockname(fd, (sockaddr*)&a, &len) == 0) bound = ntohs(a.sin_port);
   close(fd);
-  return ok;
+  return bound;
 }
 
 // A port no one listens on now; MASTER_PORT for torchrun-style rendezvous. Picked below the kernel's
@@ -73,19 +76,11 @@ int freePort() {
   for (int attempt = 0; attempt < 64 && ephemeralLow - kPortsAbove > kLowest; attempt++) {
     seed = seed * 1664525u + 1013904223u;
     int port = kLowest + (int)((seed >> 8) % (unsigned)(ephemeralLow - kPortsAbove - kLowest));
-    if (canBind(port)) return port;
+    if (bindLoopback(port) == port) return port;
   }
   // No free port below the range: any free one (the kernel's choice).
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 29500;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = 29500;
-  if (bind(fd, (sockaddr*)&a, sizeof(a)) == 0 && getsockname(fd, (sockaddr*)&a, &len) == 0) port = ntohs(a.sin_port);
-  close(fd);
-  return port;
+  int port = bindLoopback(0);
+  return port > 0 ? port : 29500;
 }
 
 std::string hex(const llUniqueId& id) {

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "device/common.cuh"
 #include "test/perf/cuda_ck.h"
 #include "test/perf/perf_kernels.h"
 
@@ -32,8 +33,7 @@ __global__ void __launch_bounds__(1024, 1) fanOut(const char* x, size_t xRowByte
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32, groups = (int)(rowBytes / 128);
   int per = (tokens + gridDim.x - 1) / gridDim.x, t0 = blockIdx.x * per, t1 = min(tokens, t0 + per);
   int chunks = (int)(rowBytes / 512);
-  uint64_t keep;
-  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(keep));
+  uint64_t keep = llEvictLastPolicy();
   for (int u = warp; u < (t1 - t0) * chunks; u += 32) {
     int t = t0 + u / chunks, chunk = u % chunks;
     const char* in = x + t * xRowBytes + chunk * 1024;
@@ -51,8 +51,7 @@ __global__ void __launch_bounds__(1024, 1) fanOut(const char* x, size_t xRowByte
     float v = __int_as_float((int)((va.x | 1u) & 0x3fffffffu));
     float* callerScale = scales + ((size_t)expert * groups + g) * tokens + slot;
     if (scaleStores == kScalesCallerEvictLast)
-      asm volatile("st.global.L2::cache_hint.b32 [%0], %1, %2;" ::"l"(callerScale), "r"(__float_as_uint(v)),
-                   "l"(keep) : "memory");
+      llStore4Hint(callerScale, __float_as_uint(v), keep);
     else if (scaleStores == kScalesCallerDefault) *callerScale = v;
     else if (scaleStores == kScalesPerToken && lane < 4) scales[(size_t)t * groups + g] = v;
   }

@@ -1,6 +1,6 @@
 #include "test/perf/perf_kernels.h"
 
-#include "device/primitives.cuh"
+#include "device/common.cuh"
 
 namespace {
 
@@ -33,8 +33,7 @@ __global__ void pingPongKernel(uint64_t* own, uint64_t* peer, int iters, int ski
 // scales) give way only to lines of the same priority: a flush by normal loads leaves them in the L2,
 // and the next call would find them there.
 __global__ void readFlushKernel(const int4* buffer, size_t vecs, int4* sink) {
-  uint64_t keep;
-  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(keep));
+  uint64_t keep = llEvictLastPolicy();
   int4 acc = make_int4(0, 0, 0, 0);
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < vecs; i += (size_t)gridDim.x * blockDim.x) {
     int4 v;
