@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Performance tables on the GPU machine (docs/performance.md). H 7168, top-8, 256 experts, checks on.
 #   one GPU:      R=1 at 128..1024 tokens (fp8 and bf16 dispatch, eager and CUDA graph; fp8 also with
-#                 the L2 flushed by a memset, -F write), then R=2,4,8
+#                 the L2 flushed by a memset, -F write, and with UE8M0 scales), then R=2,4,8
 #                 ranks sharing the GPU under MPS at 128 tokens;
 #   several GPUs: one rank per GPU at 128 and 512 tokens (fp8 and bf16, eager and CUDA graph), with the
 #                 NCCL baseline (ncclSend/ncclRecv of the same bytes) in the eager runs, a send-only run
@@ -34,6 +34,7 @@ if [ "$gpus" -gt 1 ]; then
 fi
 run r1_fp8 1 -b 128 -e 1024 -f 8
 run r1_fp8_flush_write 1 -b 128 -e 1024 -f 8 -F write
+run r1_fp8_ue8m0 1 -b 128 -e 1024 -f 8 -d fp8-ue8m0
 run r1_bf16 1 -b 128 -e 1024 -f 8 -d bf16
 run r1_fp8_graph 1 -b 128 -e 1024 -f 8 -G 1
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "device/fp8_quant.h"
 #include "llep.h"
 #include "test/perf/perf_check.h"
 #include "test/perf/perf_common.h"
@@ -53,6 +54,7 @@ struct Options {
   int minTokens = 128, maxTokens = 128, factor = 2;
   int hidden = 7168, topk = 8, experts = 256;
   bool fp8 = true;
+  bool ue8m0 = false;  // fp8 scales as UE8M0 words (LL_UE8M0)
   int warmup = 10, iters = 50;
   bool check = true, graph = false, sendOnly = false, align = true, nccl = true;
   std::string flush = "read";  // read | write | none
@@ -75,7 +77,8 @@ void usage(FILE* f) {
           "  -H N                      hidden size (7168)\n"
           "  -k N                      top-k (8)\n"
           "  -E N                      experts, all ranks together (256)\n"
-          "  -d bf16|fp8               dispatch payload (fp8); combine is bf16\n"
+          "  -d bf16|fp8|fp8-ue8m0     dispatch payload (fp8: a float scale per 128 channels; fp8-ue8m0:\n"
+          "                            power-of-two scales as exponent bytes, four a word); combine is bf16\n"
           "  -w N / -n N               warm-up and timed iterations (10, 50)\n"
           "  -c 0|1                    check against the reference on separate iterations (1)\n"
           "  -G 0|1                    capture one dispatch + combine in a CUDA graph and replay it (0)\n"
@@ -141,7 +144,11 @@ Options parseOptions(int argc, char** argv) {
     else if (f == "-H") o.hidden = parseInt(flag, v, 128);
     else if (f == "-k") o.topk = parseInt(flag, v, 1);
     else if (f == "-E") o.experts = parseInt(flag, v, 1);
-    else if (f == "-d") o.fp8 = parseChoice(flag, v, {"bf16", "fp8"}) == "fp8";
+    else if (f == "-d") {
+      std::string d = parseChoice(flag, v, {"bf16", "fp8", "fp8-ue8m0"});
+      o.fp8 = d != "bf16";
+      o.ue8m0 = d == "fp8-ue8m0";
+    }
     else if (f == "-w") o.warmup = parseInt(flag, v, 0);
     else if (f == "-n") o.iters = parseInt(flag, v, 1);
     else if (f == "-c") o.check = parseBool(flag, v);
@@ -238,7 +245,7 @@ void runHook(Bench& b, llHook_t* hook, cudaEvent_t mid, bool inGraph) {
 void dispatch(Bench& b, bool sendOnly, cudaEvent_t mid, bool inGraph) {
   llHook_t hook = LL_HOOK_INITIALIZER;
   llDispatchArgs_t a = LL_DISPATCH_ARGS_INITIALIZER;
-  a.flags = (b.o.fp8 ? LL_FP8 : 0) | (sendOnly ? LL_SEND_ONLY : 0);
+  a.flags = (b.o.fp8 ? LL_FP8 : 0) | (b.o.ue8m0 ? LL_UE8M0 : 0) | (sendOnly ? LL_SEND_ONLY : 0);
   a.x = b.io.x;
   a.topkIdx = b.io.topk;
   a.numTokens = b.T;
@@ -423,9 +430,12 @@ void checkOnce(Bench& b, const llPerfCase& c, cudaGraphExec_t graph, Wrong* w) {
 // ------------------------------------------------------------------------------------------------
 // Rows: bytes, floors, and the other ranks' numbers
 
+// Scale bytes of one fp8 row: a float per group, or a UE8M0 byte per group in whole int32 words.
+double scaleRowBytes(const Options& o) { return o.ue8m0 ? 4.0 * llUe8m0Words(o.hidden) : o.hidden / 128 * 4.0; }
+
 // DeepEP's bytes per (token, k) pair.
 double dispatchPairBytes(const Options& o) {
-  return o.fp8 ? o.hidden + o.hidden / 128 * 4 + 16 : 2.0 * o.hidden + 16;
+  return o.fp8 ? o.hidden + scaleRowBytes(o) + 16 : 2.0 * o.hidden + 16;
 }
 double combinePairBytes(const Options& o) { return 2.0 * o.hidden; }
 
@@ -445,7 +455,7 @@ long remotePairs(const Bench& b, const llPerfCase& c) {
 llPerfTraffic traffic(const Bench& b, const llPerfCase& c, const std::string& op) {
   const Options& o = b.o;
   double pairs = llPerfValidPairs(c), remote = remotePairs(b, c), T = c.T, H = o.hidden, K = o.topk;
-  double payload = o.fp8 ? H + H / 128 * 4 : 2 * H;
+  double payload = o.fp8 ? H + scaleRowBytes(o) : 2 * H;
   llPerfTraffic d{T * 2 * H + T * K * 8 + pairs * (payload + 4), remote * payload};
   llPerfTraffic cb{pairs * 2 * H + T * K * 12 + T * 2 * H, remote * 2 * H};
   if (op == "dispatch") return d;
@@ -557,12 +567,17 @@ std::vector<llPerfRow> runSize(Bench& b, int sizeIndex, int T) {
   llRefShape shape{b.ranks.world, b.o.experts, b.o.maxTokens, b.o.hidden, b.o.topk};
   uint64_t seed = kSeedStride * (2 * sizeIndex + 1);
   llPerfCase c = llPerfMakeCase(shape, b.o.fp8, T, b.ranks.rank, seed);
+  c.ue8m0 = b.o.ue8m0;
   cudaGraphExec_t graph = b.o.graph ? captureStep(b) : nullptr;
   Wrong w;
   if (b.o.check) checkOnce(b, c, graph, &w);  // leaves c's inputs on the GPU for the timed calls
   else llPerfUploadInputs(c, b.io, b.stream);
   Samples s = timeSize(b, graph, peerBytes(b, c, true), peerBytes(b, c, false));
-  if (b.o.check) checkOnce(b, llPerfMakeCase(shape, b.o.fp8, T, b.ranks.rank, seed + kSeedStride), graph, &w);
+  if (b.o.check) {
+    llPerfCase second = llPerfMakeCase(shape, b.o.fp8, T, b.ranks.rank, seed + kSeedStride);
+    second.ue8m0 = b.o.ue8m0;
+    checkOnce(b, second, graph, &w);
+  }
   if (graph) PERF_CUDA(cudaGraphExecDestroy(graph));
   requireNoAsyncError(b);
   std::vector<llPerfRow> rows = makeRows(b, c, s, w);
@@ -607,7 +622,7 @@ llPerfRunInfo runInfo(const Options& o, const llPerfRanks& r, const llPerfFloors
                       size_t flush) {
   llPerfRunInfo i;
   i.ops = o.stepRows() ? "dispatch, combine, step" : o.ops;
-  i.payload = o.fp8 ? "fp8" : "bf16";
+  i.payload = o.ue8m0 ? "fp8-ue8m0" : o.fp8 ? "fp8" : "bf16";
   i.transport = o.transport;
   i.aggregate = r.world == 1 ? "one rank"
                 : llPerfCanExchange(r) ? "the slowest rank's median and p99 (#wrong: all ranks)"

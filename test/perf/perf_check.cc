@@ -41,7 +41,7 @@ Delivered deliver(const llPerfCase& c, int s, int t) {
   Delivered d;
   d.q.resize(c.shape.H);
   d.scales.resize(groups(c));
-  llRefQuantizeRow(tokenOf(c, s, t), c.shape.H, /*roundScale=*/false, d.q.data(), d.scales.data());
+  llRefQuantizeRow(tokenOf(c, s, t), c.shape.H, /*roundScale=*/c.ue8m0, d.q.data(), d.scales.data());
   return d;
 }
 
@@ -103,6 +103,16 @@ bool rowMatches(const llPerfCase& c, const llPerfIo& io, const std::vector<uint8
   if (!c.fp8) return memcmp(got, tokenOf(c, src, t), rowBytes) == 0;
   Delivered d = deliver(c, src, t);
   if (memcmp(got, d.q.data(), rowBytes) != 0) return false;
+  if (c.ue8m0) {  // the scales buffer holds [E_l, words, R*N] int32 words, group 4p + j in byte j of word p
+    int words = llUe8m0Words(c.shape.H);
+    for (int p = 0; p < words; p++) {
+      uint32_t want = 0, have;
+      for (int j = 0; j < 4 && 4 * p + j < groups(c); j++) want |= static_cast<uint32_t>(llUe8m0Byte(d.scales[4 * p + j])) << (8 * j);
+      memcpy(&have, &scales[(le * words + p) * io.rows() + j], sizeof(have));
+      if (have != want) return false;
+    }
+    return true;
+  }
   for (int g = 0; g < groups(c); g++) {
     float s = scales[(le * groups(c) + g) * io.rows() + j];
     if (memcmp(&s, &d.scales[g], sizeof(float)) != 0) return false;

@@ -27,6 +27,7 @@
 struct llPerfCase {
   llRefShape shape;  // the communicator's: N is the largest token count of the run
   bool fp8 = false;
+  bool ue8m0 = false;  // fp8 scales as UE8M0 bytes, four groups a word (LL_UE8M0), else floats
   int rank = 0;
   int T = 0;
   std::vector<llRefRankInput> inputs;  // every rank's, T tokens each
