@@ -566,18 +566,13 @@ std::vector<llPerfRow> runSize(Bench& b, int sizeIndex, int T) {
   b.T = T;
   llRefShape shape{b.ranks.world, b.o.experts, b.o.maxTokens, b.o.hidden, b.o.topk};
   uint64_t seed = kSeedStride * (2 * sizeIndex + 1);
-  llPerfCase c = llPerfMakeCase(shape, b.o.fp8, T, b.ranks.rank, seed);
-  c.ue8m0 = b.o.ue8m0;
+  llPerfCase c = llPerfMakeCase(shape, b.o.fp8, b.o.ue8m0, T, b.ranks.rank, seed);
   cudaGraphExec_t graph = b.o.graph ? captureStep(b) : nullptr;
   Wrong w;
   if (b.o.check) checkOnce(b, c, graph, &w);  // leaves c's inputs on the GPU for the timed calls
   else llPerfUploadInputs(c, b.io, b.stream);
   Samples s = timeSize(b, graph, peerBytes(b, c, true), peerBytes(b, c, false));
-  if (b.o.check) {
-    llPerfCase second = llPerfMakeCase(shape, b.o.fp8, T, b.ranks.rank, seed + kSeedStride);
-    second.ue8m0 = b.o.ue8m0;
-    checkOnce(b, second, graph, &w);
-  }
+  if (b.o.check) checkOnce(b, llPerfMakeCase(shape, b.o.fp8, b.o.ue8m0, T, b.ranks.rank, seed + kSeedStride), graph, &w);
   if (graph) PERF_CUDA(cudaGraphExecDestroy(graph));
   requireNoAsyncError(b);
   std::vector<llPerfRow> rows = makeRows(b, c, s, w);

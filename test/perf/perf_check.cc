@@ -103,13 +103,13 @@ bool rowMatches(const llPerfCase& c, const llPerfIo& io, const std::vector<uint8
   if (!c.fp8) return memcmp(got, tokenOf(c, src, t), rowBytes) == 0;
   Delivered d = deliver(c, src, t);
   if (memcmp(got, d.q.data(), rowBytes) != 0) return false;
-  if (c.ue8m0) {  // the scales buffer holds [E_l, words, R*N] int32 words, group 4p + j in byte j of word p
-    int words = llUe8m0Words(c.shape.H);
-    for (int p = 0; p < words; p++) {
-      uint32_t want = 0, have;
-      for (int j = 0; j < 4 && 4 * p + j < groups(c); j++) want |= static_cast<uint32_t>(llUe8m0Byte(d.scales[4 * p + j])) << (8 * j);
-      memcpy(&have, &scales[(le * words + p) * io.rows() + j], sizeof(have));
-      if (have != want) return false;
+  if (c.ue8m0) {  // the scales buffer holds int32 words [E_l, H/512, R*N]
+    std::vector<int32_t> want(llUe8m0Words(c.shape.H));
+    llRefPackUe8m0(d.scales.data(), groups(c), want.data());
+    for (size_t p = 0; p < want.size(); p++) {
+      int32_t have;
+      memcpy(&have, &scales[(le * want.size() + p) * io.rows() + j], sizeof(have));
+      if (have != want[p]) return false;
     }
     return true;
   }
@@ -154,10 +154,11 @@ long checkExpert(const llPerfCase& c, const llPerfIo& io, size_t le, int32_t cou
 
 }  // namespace
 
-llPerfCase llPerfMakeCase(const llRefShape& shape, bool fp8, int T, int rank, uint64_t seed) {
+llPerfCase llPerfMakeCase(const llRefShape& shape, bool fp8, bool ue8m0, int T, int rank, uint64_t seed) {
   llPerfCase c;
   c.shape = shape;
   c.fp8 = fp8;
+  c.ue8m0 = ue8m0;
   c.rank = rank;
   c.T = T;
   llRefShape drawn = shape;

@@ -38,7 +38,7 @@ struct llPerfCase {
   const llRefRankInput& mine() const { return inputs[rank]; }
 };
 
-llPerfCase llPerfMakeCase(const llRefShape& shape, bool fp8, int T, int rank, uint64_t seed);
+llPerfCase llPerfMakeCase(const llRefShape& shape, bool fp8, bool ue8m0, int T, int rank, uint64_t seed);
 
 // This rank's (token, k) pairs with an expert (all of them: the generator draws no -1).
 long llPerfValidPairs(const llPerfCase& c);
