@@ -103,18 +103,18 @@ bool rowMatches(const llPerfCase& c, const llPerfIo& io, const std::vector<uint8
   if (!c.fp8) return memcmp(got, tokenOf(c, src, t), rowBytes) == 0;
   Delivered d = deliver(c, src, t);
   if (memcmp(got, d.q.data(), rowBytes) != 0) return false;
-  if (c.ue8m0) {  // the scales buffer holds int32 words [E_l, H/512, R*N]
+  if (c.ue8m0) {  // the scales buffer holds int32 words
     std::vector<int32_t> want(llUe8m0Words(c.shape.H));
     llRefPackUe8m0(d.scales.data(), groups(c), want.data());
     for (size_t p = 0; p < want.size(); p++) {
       int32_t have;
-      memcpy(&have, &scales[(le * want.size() + p) * io.rows() + j], sizeof(have));
+      memcpy(&have, &scales[llRefUe8m0Offset(c.shape, (int)le, (int)j, (int)p)], sizeof(have));
       if (have != want[p]) return false;
     }
     return true;
   }
   for (int g = 0; g < groups(c); g++) {
-    float s = scales[(le * groups(c) + g) * io.rows() + j];
+    float s = scales[llRefScaleOffset(c.shape, (int)le, (int)j, g)];
     if (memcmp(&s, &d.scales[g], sizeof(float)) != 0) return false;
   }
   return true;
