@@ -17,6 +17,9 @@
 
 namespace {
 
+// Units (row, 512-byte chunk) a send-phase warp keeps in flight.
+constexpr int kSendBatch = 4;
+
 __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t prevOnHalf) {
   const llCommonKernelArgs& c = a.c;
   int R = c.nranks, El = c.localExperts, N = c.maxTokens;
@@ -39,19 +42,31 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
     char* staging = c.ownBuffer + c.sendOffset;
     bool staged = ibgda && reinterpret_cast<const char*>(a.x) == staging;
     size_t vecsPerRow = a.rowBytes / 16;
-    size_t chunks = (vecsPerRow + 31) / 32;
-    for (size_t u = warp; u < (size_t)count * chunks; u += kLlWarps) {
-      size_t j = u / chunks, v = (u % chunks) * 32 + lane;
-      size_t row = (size_t)le * rowsPerExpert + begin + j;
-      int token = a.srcInfo[row];
-      if (token < 0 || token >= N) {
-        if (lane == 0) llReportError(c, llInvalidArgument);
-        continue;
+    size_t chunks = (vecsPerRow + 31) / 32, units = (size_t)count * chunks;
+    // A warp's units u, u + kLlWarps, ... kSendBatch at a time: every load of the batch (src_info and
+    // row) is in flight before the first store, instead of one dependent round trip per unit.
+    for (size_t u0 = warp; u0 < units; u0 += (size_t)kLlWarps * kSendBatch) {
+      int4 data[kSendBatch];
+      char* to[kSendBatch];
+#pragma unroll
+      for (int i = 0; i < kSendBatch; i++) {
+        size_t u = u0 + (size_t)i * kLlWarps;
+        to[i] = nullptr;
+        if (u >= units) continue;
+        size_t j = u / chunks, v = (u % chunks) * 32 + lane;
+        size_t row = (size_t)le * rowsPerExpert + begin + j;
+        int token = a.srcInfo[row];
+        if (token < 0 || token >= N) {
+          if (lane == 0) llReportError(c, llInvalidArgument);
+          continue;
+        }
+        if (v >= vecsPerRow || staged) continue;
+        data[i] = llLoad16(reinterpret_cast<const char*>(a.x) + row * a.rowBytes + v * 16);
+        to[i] = (ibgda ? staging + row * a.rowBytes : c.routes[src].base + dstOffset + (size_t)token * a.rowBytes) + v * 16;
       }
-      if (v >= vecsPerRow || staged) continue;
-      const char* from = reinterpret_cast<const char*>(a.x) + row * a.rowBytes;
-      char* to = ibgda ? staging + row * a.rowBytes : c.routes[src].base + dstOffset + (size_t)token * a.rowBytes;
-      llStore16(to + v * 16, llLoad16(from + v * 16));
+#pragma unroll
+      for (int i = 0; i < kSendBatch; i++)
+        if (to[i]) llStore16(to[i], data[i]);
     }
     if (!ibgda) continue;
     __syncthreads();  // the item's rows are whole: one thread per row posts it
