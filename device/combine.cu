@@ -26,8 +26,12 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
   size_t rowsPerExpert = (size_t)R * N;
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   llAwaitCredits(c, prevOnHalf);
+  // Items (local expert, source) in source-major order, so that every block's items (every
+  // gridDim.x-th) cover all sources. In expert-major order (le * R + src) block b only got sources
+  // equal to b modulo gcd(gridDim.x, R), and the blocks whose source was this rank (own rows, nothing
+  // to send) sat idle: half of an even grid at R = 2, 2 of 16 blocks at R = 8 under MPS.
   for (int item = blockIdx.x; item < El * R; item += gridDim.x) {
-    int le = item / R, src = item % R;
+    int le = item % El, src = item / El;
     if (src == c.rank) continue;
     int64_t range = a.layoutRange[(size_t)le * R + src];
     int begin = (int)(range >> 32), count = (int)(range & 0xffffffff);
