@@ -430,13 +430,15 @@ void checkOnce(Bench& b, const llPerfCase& c, cudaGraphExec_t graph, Wrong* w) {
 // ------------------------------------------------------------------------------------------------
 // Rows: bytes, floors, and the other ranks' numbers
 
-// Scale bytes of one fp8 row: a float per group, or a UE8M0 byte per group in whole int32 words.
-double scaleRowBytes(const Options& o) { return o.ue8m0 ? 4.0 * llUe8m0Words(o.hidden) : o.hidden / 128 * 4.0; }
-
-// DeepEP's bytes per (token, k) pair.
-double dispatchPairBytes(const Options& o) {
-  return o.fp8 ? o.hidden + scaleRowBytes(o) + 16 : 2.0 * o.hidden + 16;
+// A dispatched row's payload: bf16, or fp8 plus its scales (a float per group, or a UE8M0 byte per
+// group in whole int32 words).
+double dispatchPayloadBytes(const Options& o) {
+  if (!o.fp8) return 2.0 * o.hidden;
+  return o.hidden + (o.ue8m0 ? 4.0 * llUe8m0Words(o.hidden) : 4.0 * (o.hidden / kLlQuantGroup));
 }
+
+// DeepEP's bytes per (token, k) pair: the payload and a 16-byte header.
+double dispatchPairBytes(const Options& o) { return dispatchPayloadBytes(o) + 16; }
 double combinePairBytes(const Options& o) { return 2.0 * o.hidden; }
 
 // Pairs whose expert lives on another GPU of this host (their payload must cross the link).
@@ -455,7 +457,7 @@ long remotePairs(const Bench& b, const llPerfCase& c) {
 llPerfTraffic traffic(const Bench& b, const llPerfCase& c, const std::string& op) {
   const Options& o = b.o;
   double pairs = llPerfValidPairs(c), remote = remotePairs(b, c), T = c.T, H = o.hidden, K = o.topk;
-  double payload = o.fp8 ? H + scaleRowBytes(o) : 2 * H;
+  double payload = dispatchPayloadBytes(o);
   llPerfTraffic d{T * 2 * H + T * K * 8 + pairs * (payload + 4), remote * payload};
   llPerfTraffic cb{pairs * 2 * H + T * K * 12 + T * 2 * H, remote * 2 * H};
   if (op == "dispatch") return d;
