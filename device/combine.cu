@@ -1,9 +1,10 @@
 // llCombine on the GPU.
 //
 // Send phase. Work items are (local expert, source rank): the item's rows (from the dispatch's
-// layout range) go back to the source rank, each into the slot (global expert, token) of its receive
-// region, where the token is the row's src_info. Rows of this rank's own tokens stay where they are:
-// the receive phase reads them from x directly. The last block to finish signals every rank.
+// layout range) go back to the source rank, each into the slot (token, k) of its receive region, where
+// the token is the row's src_info and k its pair's place in the token's topk (recorded by the
+// dispatch). Rows of this rank's own tokens stay where they are: the receive phase reads them from x
+// directly. The last block to finish signals every rank.
 //
 // Receive phase. Once every rank's signal is in, warps reduce (token, 256-channel chunk) units: each
 // lane accumulates w[t][k] * row(e_k, t) over k for 8 channels in fp32 and rounds once to bf16. The
@@ -19,6 +20,11 @@ namespace {
 
 // Units (row, 512-byte chunk) a send-phase warp keeps in flight.
 constexpr int kSendBatch = 4;
+
+// Offset in a rank's buffer (this call's half) of the row for its pair (token, k).
+__device__ __forceinline__ uint64_t slotOffset(const llCombineKernelArgs& a, int token, int k) {
+  return a.c.recvOffset + ((size_t)token * kLlCombineSlotsPerToken + k) * a.rowBytes;
+}
 
 __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t prevOnHalf) {
   const llCommonKernelArgs& c = a.c;
@@ -39,8 +45,6 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
       if (threadIdx.x == 0) llReportError(c, llInvalidArgument);  // not a layout this library produced
       continue;
     }
-    int expert = c.rank * El + le;
-    uint64_t dstOffset = c.recvOffset + (size_t)expert * N * a.rowBytes;  // + token * rowBytes
     // ibgda: rows go out from the send region (where a zero-copy x already is), one RDMA write each.
     bool ibgda = llIsIbgda(c, src);
     char* staging = c.ownBuffer + c.sendOffset;
@@ -59,14 +63,14 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
         if (u >= units) continue;
         size_t j = u / chunks, v = (u % chunks) * 32 + lane;
         size_t row = (size_t)le * rowsPerExpert + begin + j;
-        int token = a.srcInfo[row];
-        if (token < 0 || token >= N) {
+        int token = a.srcInfo[row], k = a.rowPairK[row];
+        if (token < 0 || token >= N || k < 0 || k >= kLlCombineSlotsPerToken) {
           if (lane == 0) llReportError(c, llInvalidArgument);
           continue;
         }
         if (v >= vecsPerRow || staged) continue;
         data[i] = llLoad16(reinterpret_cast<const char*>(a.x) + row * a.rowBytes + v * 16);
-        to[i] = (ibgda ? staging + row * a.rowBytes : c.routes[src].base + dstOffset + (size_t)token * a.rowBytes) + v * 16;
+        to[i] = (ibgda ? staging + row * a.rowBytes : c.routes[src].base + slotOffset(a, token, k)) + v * 16;
       }
 #pragma unroll
       for (int i = 0; i < kSendBatch; i++)
@@ -76,10 +80,10 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
     __syncthreads();  // the item's rows are whole: one thread per row posts it
     for (int j = threadIdx.x; j < count; j += blockDim.x) {
       size_t row = (size_t)le * rowsPerExpert + begin + j;
-      int token = a.srcInfo[row];
-      if (token < 0 || token >= N) continue;  // reported above
+      int token = a.srcInfo[row], k = a.rowPairK[row];
+      if (token < 0 || token >= N || k < 0 || k >= kLlCombineSlotsPerToken) continue;  // reported above
       llIbgdaFenceStaged();
-      llIbgdaPut(c, src, staging + row * a.rowBytes, dstOffset + (size_t)token * a.rowBytes, (uint32_t)a.rowBytes);
+      llIbgdaPut(c, src, staging + row * a.rowBytes, slotOffset(a, token, k), (uint32_t)a.rowBytes);
     }
   }
   if (llLastBlock(c, &c.state->sendDone[c.half])) {
@@ -113,7 +117,7 @@ __device__ void reduceChunks(const llCombineKernelArgs& a, int token, int firstC
         if (row >= 0) from = reinterpret_cast<const char*>(a.x) + (size_t)row * a.rowBytes;
         else expert = -1;  // dropped at dispatch (reported there)
       } else {
-        from = c.ownBuffer + c.recvOffset + ((size_t)expert * c.maxTokens + token) * a.rowBytes;
+        from = c.ownBuffer + slotOffset(a, token, lane);
       }
     }
   }

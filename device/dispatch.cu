@@ -387,7 +387,10 @@ __device__ void unpackChunk(const llDispatchKernelArgs& a, const char* msg, int 
   if (v < rowBytes / 16)
     llStore16(static_cast<char*>(a.recvX) + rowIndex * rowBytes + v * 16, llLoad16(payload + v * 16));
   if (chunk != 0) return;
-  if (lane == 0) a.srcInfo[rowIndex] = *reinterpret_cast<const int32_t*>(msg);
+  if (lane == 0) {
+    a.srcInfo[rowIndex] = reinterpret_cast<const int32_t*>(msg)[0];
+    a.rowPairK[rowIndex] = (int8_t)reinterpret_cast<const int32_t*>(msg)[1];  // k < LL_MAX_TOPK: the sender's lane
+  }
   if (!fp8) return;
   const float* scales = reinterpret_cast<const float*>(payload + H);
   int groups = H / kLlQuantGroup;

@@ -5,10 +5,17 @@
 #include <stdint.h>
 
 #include "device/route.h"
+#include "llep.h"
 
 // A dispatch message: 16-byte header (int32 token, int32 k, 8 bytes reserved), then the payload:
 // bf16 [H], or fp8 [H] followed by fp32 scales [H/128].
 constexpr uint32_t kLlMsgHeaderBytes = 16;
+
+// The combine's receive region holds one row per (token, k) of the rank's tokens, at token *
+// kLlCombineSlotsPerToken + k: compact (N * 16 rows, where an [expert][token] layout spans E * N), so
+// the rows a sender writes into a peer lie in a few pages. The stride is the largest topk, so that
+// sender and receiver agree whatever topk a call has.
+constexpr int kLlCombineSlotsPerToken = LL_MAX_TOPK;
 
 // Kernel phases (a send-only call launches SEND, its hook RECV, a plain call both in one kernel).
 enum : int { LL_PHASE_SEND = 0x1, LL_PHASE_RECV = 0x2 };
@@ -63,6 +70,7 @@ struct llDispatchKernelArgs {
   int32_t* cumulativeRecvStats;
   int64_t* waitTimeStats;
   int32_t* pairRows;          // [N*K] out: output row of each pair whose expert is this rank's, else -1
+  int8_t* rowPairK;           // [E_l, R*N] out: of each row received from a peer, its pair's k at the source
 };
 
 struct llCombineKernelArgs {
@@ -75,5 +83,6 @@ struct llCombineKernelArgs {
   uint16_t* out;              // bf16 [T, H]
   int64_t* waitTimeStats;
   const int32_t* pairRows;    // the dispatch's: row of x for each pair whose expert is this rank's
+  const int8_t* rowPairK;     // the dispatch's: k of each row's pair at its source rank
   uint64_t rowBytes;
 };

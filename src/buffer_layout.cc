@@ -21,7 +21,9 @@ llBufferLayout llBufferLayoutFor(int N, int H, int R, int E) {
   size_t signalBytes = alignUp((e + 2 * (size_t)R) * sizeof(uint64_t), kLlBufferAlign);
   // [E_l][R*N] combine rows = E*N; ibgda also stages a dispatch's messages here, up to N * K of them.
   size_t sendBytes = alignUp(std::max(e * n * l.combineRowBytes, n * LL_MAX_TOPK * l.dispatchMsgBytes), kLlBufferAlign);
-  size_t recvBytes = alignUp(e * n * l.dispatchMsgBytes, kLlBufferAlign);  // also holds [E][N] rows
+  // Dispatch messages [E_l][R][N], or combine rows [N][kLlCombineSlotsPerToken] (more only when E < 16).
+  size_t recvBytes = alignUp(std::max(e * n * l.dispatchMsgBytes, n * kLlCombineSlotsPerToken * l.combineRowBytes),
+                             kLlBufferAlign);
   size_t off = 0;
   for (llBufferHalf& h : l.half) {
     h.signalOffset = off, h.signalBytes = signalBytes, off += signalBytes;

@@ -10,8 +10,8 @@
 //                                  which a sender waits for before reusing the half on that peer
 //   send    : what this rank sends from (combine zero-copy: [E_l][R*N] rows of H bf16; ibgda stages
 //             what it posts here: dispatch messages [N][K], combine rows [E_l][R*N])
-//   recv    : what peers deliver: dispatch messages [E_l][R][N], or combine rows [E][N] (one per
-//             global expert and token of this rank)
+//   recv    : what peers deliver: dispatch messages [E_l][R][N], or combine rows [N][16] (one per
+//             (token, k) pair of this rank, kLlCombineSlotsPerToken apart)
 #pragma once
 
 #include <cstddef>

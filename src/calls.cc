@@ -41,14 +41,17 @@ llResult_t llCallsSetup(llComm* comm) {
   CUDACHECK(cudaMalloc((void**)&comm->devState, sizeof(llDeviceState)));
   CUDACHECK(cudaMemset(comm->devState, 0, sizeof(llDeviceState)));
   CUDACHECK(cudaMalloc((void**)&comm->pairRows, 2 * llCallsPairRowsPerHalf(comm) * sizeof(int32_t)));
+  CUDACHECK(cudaMalloc((void**)&comm->rowPairK, 2 * llCallsRowsPerHalf(comm) * sizeof(int8_t)));
   return llSuccess;
 }
 
 void llCallsTeardown(llComm* comm) {
   if (comm->devState && cudaFree(comm->devState) != cudaSuccess) (void)cudaGetLastError();
   if (comm->pairRows && cudaFree(comm->pairRows) != cudaSuccess) (void)cudaGetLastError();
+  if (comm->rowPairK && cudaFree(comm->rowPairK) != cudaSuccess) (void)cudaGetLastError();
   comm->devState = nullptr;
   comm->pairRows = nullptr;
+  comm->rowPairK = nullptr;
 }
 
 llResult_t llCallsReserveHalf(llComm* comm, const char* what, int* half) {
@@ -124,6 +127,10 @@ void llCallsSetPending(llComm* comm, int half, const llDispatchKernelArgs* d, co
 
 size_t llCallsPairRowsPerHalf(const llComm* comm) {
   return (size_t)comm->config.maxTokensPerRank * comm->config.maxTopk;
+}
+
+size_t llCallsRowsPerHalf(const llComm* comm) {
+  return (size_t)comm->config.numExperts * comm->config.maxTokensPerRank;  // E_l * R * N
 }
 
 bool llCallsIsPending(const llComm* comm, uint64_t call) {

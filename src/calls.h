@@ -33,5 +33,8 @@ void llCallsSetPending(llComm* comm, int half, const llDispatchKernelArgs* d, co
 // Entries of comm->pairRows per half (N * maxTopk).
 size_t llCallsPairRowsPerHalf(const llComm* comm);
 
+// Entries of comm->rowPairK per half: the dispatch's output rows (E_l * R * N).
+size_t llCallsRowsPerHalf(const llComm* comm);
+
 // True if the call's receive phase is still pending (a hook not yet run).
 bool llCallsIsPending(const llComm* comm, uint64_t call);

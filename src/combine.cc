@@ -74,6 +74,7 @@ LL_API llResult_t llCombine(llComm_t comm, const llCombineArgs_t* args, const ll
   k.out = static_cast<uint16_t*>(args->out);
   k.waitTimeStats = args->waitTimeStats;
   k.pairRows = comm->pairRows + (handle->internal[1] & 1) * llCallsPairRowsPerHalf(comm);
+  k.rowPairK = comm->rowPairK + (handle->internal[1] & 1) * llCallsRowsPerHalf(comm);
   k.rowBytes = comm->layout.combineRowBytes;
   CUDACHECK(llLaunchCombine(k, comm->blocks, stream));
   if (sendOnly) llCallsSetPending(comm, half, nullptr, &k, args->hook);

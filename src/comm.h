@@ -48,7 +48,8 @@ struct llComm {
   bool sysScope = true;                 // some peer is another GPU (or host): system-scope ordering
   llDeviceState* devState = nullptr;    // [device]
   int32_t* pairRows = nullptr;          // [device] [2][N*maxTopk]: per dispatch half, own-expert rows
-  uint64_t pairRowsCall[2] = {0, 0};    // the dispatch whose pairRows each half holds
+  int8_t* rowPairK = nullptr;           // [device] [2][E_l*R*N]: per dispatch half, k of each row's pair
+  uint64_t pairRowsCall[2] = {0, 0};    // the dispatch whose pairRows and rowPairK each half holds
   int nextHalf = 0;                     // half the next call uses
   uint64_t calls = 0;                   // calls made (the device's sequence number, as the host sees it)
   uint64_t zeroCopyCall = 0;            // the call the zero-copy buffer was handed out for (0: none)
