@@ -116,12 +116,25 @@ __device__ __forceinline__ void llCallSequence(const llCommonKernelArgs& a, uint
   *prevOnHalf = words[1];
 }
 
-// Before the first write into a peer's half: the peer has consumed what was last sent there.
-__device__ __forceinline__ void llAwaitCredits(const llCommonKernelArgs& a, uint64_t prevOnHalf) {
+// Credit of peer threadIdx.x, read early so that its round trip overlaps other work (the dispatch's
+// count): a relaxed load, which llAwaitCredits turns into an acquire. ~0 where there is nothing to read.
+__device__ __forceinline__ uint64_t llPeekCredit(const llCommonKernelArgs& a, uint64_t prevOnHalf) {
+  int peer = threadIdx.x;
+  if (a.nranks == 1 || prevOnHalf == 0 || peer >= a.nranks || peer == a.rank) return ~0ull;
+  return llLoadRelaxed(llSignalWord(a.ownBuffer, a, a.creditWord + peer), a.sysScope);
+}
+
+// Before the first write into a peer's half: the peer has consumed what was last sent there. A
+// credit peeked already (llPeekCredit) that suffices needs only the fence that orders the writes
+// after it; any other is waited for.
+__device__ __forceinline__ void llAwaitCredits(const llCommonKernelArgs& a, uint64_t prevOnHalf, uint64_t peeked = 0) {
   if (a.nranks == 1) return;  // nothing but this rank writes into its own halves
   if (prevOnHalf == 0) return;
-  for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x)
-    if (peer != a.rank) llWaitCredit(a, llSignalWord(a.ownBuffer, a, a.creditWord + peer), prevOnHalf);
+  for (int peer = threadIdx.x; peer < a.nranks; peer += blockDim.x) {
+    if (peer == a.rank) continue;
+    if (peer == (int)threadIdx.x && peeked >= prevOnHalf) llFence(a.sysScope);
+    else llWaitCredit(a, llSignalWord(a.ownBuffer, a, a.creditWord + peer), prevOnHalf);
+  }
   __syncthreads();
 }
 

@@ -336,7 +336,9 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   int chunks = (c.hidden + chunkChannels - 1) / chunkChannels;
   uint64_t policy = llEvictFirstPolicy();
 
-  llAwaitCredits(c, prevOnHalf);
+  // The credits guard only the writes into peers, which start with the first round: their round trip
+  // overlaps the count.
+  uint64_t credit = llPeekCredit(c, prevOnHalf);
   // One rank: only the blocks that write the layout need the totals (every block needs them when it
   // signals peers or receives).
   bool fused = oneRankFused(c);
@@ -344,6 +346,7 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   if (begin < end || haveTotals)  // a block with no tokens (more blocks than tokens) counts only for totals
     countPairs(a, hist, total, begin, min(end, begin + kLlWarps), haveTotals, &sh);
   if (fused) writeOwnLayout(a, total);
+  llAwaitCredits(c, prevOnHalf, credit);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
   for (int first = begin; first < end; first += kLlWarps) {

@@ -20,6 +20,14 @@ __device__ __forceinline__ uint64_t llLoadAcquire(const uint64_t* p, bool sys = 
   return v;
 }
 
+// A plain observation (no ordering of its own): an acquire once a fence follows it.
+__device__ __forceinline__ uint64_t llLoadRelaxed(const uint64_t* p, bool sys = true) {
+  uint64_t v;
+  if (sys) asm volatile("ld.relaxed.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  else asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
 __device__ __forceinline__ void llFence(bool sys) {
   if (sys) __threadfence_system();
   else __threadfence();
