@@ -7,8 +7,9 @@
 // directly. The last block to finish signals every rank.
 //
 // Receive phase. Once every rank's signal is in, warps reduce (token, 256-channel chunk) units: each
-// lane accumulates w[t][k] * row(e_k, t) over k for 8 channels in fp32 and rounds once to bf16. The
-// last block returns this half's credits to every peer.
+// lane accumulates w[t][k] * row(e_k, t) over k for 8 channels in fp32 and rounds once to bf16. This
+// half's credits go back to every peer from the next kernel (every peer p2p, llDefersCredits), or
+// else from the last block.
 //
 // Both phases spread rows over (row, chunk) units so that a few tokens still occupy every SM.
 #include "device/common.cuh"
@@ -35,9 +36,11 @@ __device__ void sendPhase(const llCombineKernelArgs& a, uint64_t seq, uint64_t p
   // Items (local expert, source) in source-major order, so that every block's items (every
   // gridDim.x-th) cover all sources. In expert-major order (le * R + src) block b only got sources
   // equal to b modulo gcd(gridDim.x, R), and the blocks whose source was this rank (own rows, nothing
-  // to send) sat idle: half of an even grid at R = 2, 2 of 16 blocks at R = 8 under MPS.
+  // to send) sat idle: half of an even grid at R = 2, 2 of 16 blocks at R = 8 under MPS. Sources
+  // start after this rank, so that at any moment the ranks send to different peers rather than all to
+  // rank 0 first (on separate GPUs, one receiver's link would take every sender at once).
   for (int item = blockIdx.x; item < El * R; item += gridDim.x) {
-    int le = item % El, src = item / El;
+    int le = item % El, src = (item / El + c.rank + 1) % R;
     if (src == c.rank) continue;
     int64_t range = a.layoutRange[(size_t)le * R + src];
     int begin = (int)(range >> 32), count = (int)(range & 0xffffffff);
@@ -179,14 +182,17 @@ __device__ void recvPhase(const llCombineKernelArgs& a, uint64_t seq) {
     int first = (u % runs) * run;
     reduceChunks(a, u / runs, first, min(chunks, first + run), lane);
   }
-  if (llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);
+  if (!llDefersCredits(c) && llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);
 }
 
 __global__ void __launch_bounds__(kLlThreads, 1) combineKernel(const llCombineKernelArgs a) {
   uint64_t seq, prevOnHalf;
   llCallSequence(a.c, &seq, &prevOnHalf);
+  llOwedCredits owed = llPeekOwedCredits(a.c);
   if (a.c.phases & LL_PHASE_SEND) sendPhase(a, seq, prevOnHalf);
+  llSettleCredits(a.c, seq, owed, true);
   if (a.c.phases & LL_PHASE_RECV) recvPhase(a, seq);
+  llSettleCredits(a.c, seq, owed, false);
 }
 
 }  // namespace

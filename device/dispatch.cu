@@ -16,8 +16,8 @@
 // Receive phase. Every block waits for every (local expert, source) signal, takes this rank's own
 // counts from its histogram, and derives each item's first row (the row order) and its place in one
 // flat list of all received messages; the grid's warps then copy that list into the caller's packed
-// layout in one pass. The last block returns this half's credits to every peer. With one rank nothing
-// waits.
+// layout in one pass. This half's credits go back to every peer from the next kernel (every peer p2p,
+// llDefersCredits), or else from the last block. With one rank nothing waits.
 #include <cuda_fp8.h>
 
 #include "device/common.cuh"
@@ -346,6 +346,9 @@ __device__ void sendPhase(const llDispatchKernelArgs& a, DispatchShared& sh, int
   if (begin < end || haveTotals)  // a block with no tokens (more blocks than tokens) counts only for totals
     countPairs(a, hist, total, begin, min(end, begin + kLlWarps), haveTotals, &sh);
   if (fused) writeOwnLayout(a, total);
+  if (!(c.phases & LL_PHASE_RECV) && blockIdx.x == 0)  // send-only: the hook takes its own counts from here
+    for (int le = threadIdx.x; le < c.localExperts; le += blockDim.x)
+      a.ownCounts[le] = min(total[c.rank * c.localExperts + le], c.maxTokens);
   llAwaitCredits(c, prevOnHalf, credit);
   // Rounds of kLlWarps tokens: slots first, then every warp takes (token, chunk) units of the round,
   // so the chunks of several tokens are in flight at once.
@@ -459,7 +462,9 @@ __device__ __forceinline__ int itemOfMessage(const int* start, int items, int m)
 // for an item while another still copies. Items are (local expert le, source) = le * R + source.
 //   start[E + 1]: where each item's messages begin in the flat list (own items have none)
 //   firstRow[E]:  each item's first row in the expert's output (the row order: owner, owner + 1, ...)
-__device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, int* start, int* firstRow, uint64_t seq) {
+// total[] holds this rank's own counts: counted by this launch's send phase, or (a hook's receive
+// phase) loaded here from the ones its send phase left, beside the signal reads instead of a recount.
+__device__ void recvPhase(const llDispatchKernelArgs& a, int* total, int* start, int* firstRow, uint64_t seq) {
   const llCommonKernelArgs& c = a.c;
   int R = c.nranks, El = c.localExperts, items = El * R;
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -472,6 +477,8 @@ __device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, int* 
       count = (int)(uint32_t)llWaitTagged(c, llSignalWord(c.ownBuffer, c, c.dispatchSignalWord + i), tag);
       if (waitStart)
         atomicAdd((unsigned long long*)&a.waitTimeStats[src], (unsigned long long)(llGlobalTimerNs() - waitStart));
+    } else if (!(c.phases & LL_PHASE_SEND)) {
+      total[c.rank * El + i / R] = a.ownCounts[i / R];
     }
     start[i] = min(count, c.maxTokens);
   }
@@ -502,7 +509,7 @@ __device__ void recvPhase(const llDispatchKernelArgs& a, const int* total, int* 
     const char* msg = c.ownBuffer + c.recvOffset + ((size_t)i * c.maxTokens + j) * a.msgBytes;
     unpackChunk(a, msg, i / R, firstRow[i] + j, chunk, lane);
   }
-  if (llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);
+  if (!llDefersCredits(c) && llLastBlock(c, &c.state->recvDone[c.half])) llReturnCredits(c, seq);
 }
 
 __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatchKernelArgs a) {
@@ -514,9 +521,11 @@ __global__ void __launch_bounds__(kLlThreads, 1) dispatchKernel(const llDispatch
   int* firstRow = total + a.c.numExperts;
   uint64_t seq, prevOnHalf;
   llCallSequence(a.c, &seq, &prevOnHalf);
+  llOwedCredits owed = llPeekOwedCredits(a.c);
   if (a.c.phases & LL_PHASE_SEND) sendPhase(a, sh, hist, total, seq, prevOnHalf);
-  else countPairs(a, hist, total, 0, 0, true, &sh);  // a hook's receive phase: the own counts again
+  llSettleCredits(a.c, seq, owed, true);
   if ((a.c.phases & LL_PHASE_RECV) && !oneRankFused(a.c)) recvPhase(a, total, hist, firstRow, seq);
+  llSettleCredits(a.c, seq, owed, false);
 }
 
 }  // namespace

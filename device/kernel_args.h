@@ -26,9 +26,10 @@ struct llDeviceState {
   uint64_t seq;          // sequence number of the last call
   uint64_t halfSeq[2];   // sequence number of the last call on each half
   uint32_t sendDone[2];  // blocks that finished the send phase (per half); the last one signals
-  uint32_t recvDone[2];  // blocks that finished the receive phase; the last one returns credits
+  uint32_t recvDone[2];  // blocks that finished a receive phase that returns its own credits; the last one does
   int32_t error;         // first llResult_t found on the GPU (also copied to the host-mapped word)
   int32_t pad;
+  uint64_t creditOwed[2];  // per half: the call whose fused receive phase the next kernel returns credits for
 };
 
 // The first error the GPU found, in host-mapped memory so the host can read it while kernels still run.
@@ -49,8 +50,10 @@ struct llCommonKernelArgs {
   int half;
   int phases;                // LL_PHASE_*
   int sysScope;              // 1 when a peer is another GPU: fences and signals need system scope
+  int deferCredits;          // 1 when every peer is p2p: a fused call's credits go out from the next kernel
   uint64_t timeoutNs;
   uint64_t signalOffset;     // of this call's half
+  uint64_t signalOffsetOfHalf[2];  // of either half (credits owed on the other)
   uint64_t sendOffset;
   uint64_t recvOffset;
   uint32_t dispatchSignalWord, combineSignalWord, creditWord;
@@ -71,6 +74,7 @@ struct llDispatchKernelArgs {
   int64_t* waitTimeStats;
   int32_t* pairRows;          // [N*K] out: output row of each pair whose expert is this rank's, else -1
   int8_t* rowPairK;           // [E_l, R*N] out: of each row received from a peer, its pair's k at the source
+  int32_t* ownCounts;         // [E_l] a send-only call's own pairs per local expert, for its hook
 };
 
 struct llCombineKernelArgs {

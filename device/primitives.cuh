@@ -28,6 +28,12 @@ __device__ __forceinline__ uint64_t llLoadRelaxed(const uint64_t* p, bool sys = 
   return v;
 }
 
+// A plain store (no ordering of its own) that readers at the scope still observe.
+__device__ __forceinline__ void llStoreRelaxed(uint64_t* p, uint64_t v, bool sys = true) {
+  if (sys) asm volatile("st.relaxed.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+  else asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
 __device__ __forceinline__ void llFence(bool sys) {
   if (sys) __threadfence_system();
   else __threadfence();

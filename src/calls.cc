@@ -42,6 +42,7 @@ llResult_t llCallsSetup(llComm* comm) {
   CUDACHECK(cudaMemset(comm->devState, 0, sizeof(llDeviceState)));
   CUDACHECK(cudaMalloc((void**)&comm->pairRows, 2 * llCallsPairRowsPerHalf(comm) * sizeof(int32_t)));
   CUDACHECK(cudaMalloc((void**)&comm->rowPairK, 2 * llCallsRowsPerHalf(comm) * sizeof(int8_t)));
+  CUDACHECK(cudaMalloc((void**)&comm->ownCounts, 2 * llCallsLocalExperts(comm) * sizeof(int32_t)));
   return llSuccess;
 }
 
@@ -49,9 +50,11 @@ void llCallsTeardown(llComm* comm) {
   if (comm->devState && cudaFree(comm->devState) != cudaSuccess) (void)cudaGetLastError();
   if (comm->pairRows && cudaFree(comm->pairRows) != cudaSuccess) (void)cudaGetLastError();
   if (comm->rowPairK && cudaFree(comm->rowPairK) != cudaSuccess) (void)cudaGetLastError();
+  if (comm->ownCounts && cudaFree(comm->ownCounts) != cudaSuccess) (void)cudaGetLastError();
   comm->devState = nullptr;
   comm->pairRows = nullptr;
   comm->rowPairK = nullptr;
+  comm->ownCounts = nullptr;
 }
 
 llResult_t llCallsReserveHalf(llComm* comm, const char* what, int* half) {
@@ -79,7 +82,7 @@ llCommonKernelArgs llCallsCommonArgs(const llComm* comm, int half, int numTokens
   a.rank = comm->rank;
   a.nranks = comm->nranks;
   a.numExperts = comm->config.numExperts;
-  a.localExperts = comm->config.numExperts / comm->nranks;
+  a.localExperts = (int)llCallsLocalExperts(comm);
   a.maxTokens = comm->config.maxTokensPerRank;
   a.hidden = comm->config.hidden;
   a.topk = topk;
@@ -87,8 +90,10 @@ llCommonKernelArgs llCallsCommonArgs(const llComm* comm, int half, int numTokens
   a.half = half;
   a.phases = phases;
   a.sysScope = comm->sysScope ? 1 : 0;
+  a.deferCredits = comm->ibgda == nullptr ? 1 : 0;
   a.timeoutNs = (uint64_t)comm->config.timeoutMs * 1000000ull;
   a.signalOffset = l.half[half].signalOffset;
+  for (int h = 0; h < 2; h++) a.signalOffsetOfHalf[h] = l.half[h].signalOffset;
   a.sendOffset = l.half[half].sendOffset;
   a.recvOffset = l.half[half].recvOffset;
   a.dispatchSignalWord = (uint32_t)l.dispatchSignalWord;
@@ -132,6 +137,8 @@ size_t llCallsPairRowsPerHalf(const llComm* comm) {
 size_t llCallsRowsPerHalf(const llComm* comm) {
   return (size_t)comm->config.numExperts * comm->config.maxTokensPerRank;  // E_l * R * N
 }
+
+size_t llCallsLocalExperts(const llComm* comm) { return (size_t)comm->config.numExperts / comm->nranks; }
 
 bool llCallsIsPending(const llComm* comm, uint64_t call) {
   for (const llComm::PendingRecv& p : comm->pending)

@@ -36,5 +36,8 @@ size_t llCallsPairRowsPerHalf(const llComm* comm);
 // Entries of comm->rowPairK per half: the dispatch's output rows (E_l * R * N).
 size_t llCallsRowsPerHalf(const llComm* comm);
 
+// E_l: entries of comm->ownCounts per half.
+size_t llCallsLocalExperts(const llComm* comm);
+
 // True if the call's receive phase is still pending (a hook not yet run).
 bool llCallsIsPending(const llComm* comm, uint64_t call);

@@ -49,6 +49,7 @@ struct llComm {
   llDeviceState* devState = nullptr;    // [device]
   int32_t* pairRows = nullptr;          // [device] [2][N*maxTopk]: per dispatch half, own-expert rows
   int8_t* rowPairK = nullptr;           // [device] [2][E_l*R*N]: per dispatch half, k of each row's pair
+  int32_t* ownCounts = nullptr;         // [device] [2][E_l]: per dispatch half, a send-only call's own counts
   uint64_t pairRowsCall[2] = {0, 0};    // the dispatch whose pairRows and rowPairK each half holds
   int nextHalf = 0;                     // half the next call uses
   uint64_t calls = 0;                   // calls made (the device's sequence number, as the host sees it)

@@ -64,6 +64,7 @@ LL_API llResult_t llDispatch(llComm_t comm, const llDispatchArgs_t* args, llDisp
   k.waitTimeStats = args->waitTimeStats;
   k.pairRows = comm->pairRows + half * llCallsPairRowsPerHalf(comm);
   k.rowPairK = comm->rowPairK + half * llCallsRowsPerHalf(comm);
+  k.ownCounts = comm->ownCounts + half * llCallsLocalExperts(comm);
   CUDACHECK(llLaunchDispatch(k, comm->blocks, stream));
   comm->pairRowsCall[half] = comm->calls + 1;
   if (sendOnly) llCallsSetPending(comm, half, &k, nullptr, args->hook);
