@@ -53,7 +53,8 @@ struct llCommonKernelArgs {
   int deferCredits;          // 1 when every peer is p2p: a fused call's credits go out from the next kernel
   uint64_t timeoutNs;
   uint64_t signalOffset;     // of this call's half
-  uint64_t signalOffsetOfHalf[2];  // of either half (credits owed on the other)
+  uint64_t signalOffsetOfHalf[2];  // of either half (credits owed on the other); signalOffset repeats
+                                   // [half] so that hot paths do not index the kernel's parameters
   uint64_t sendOffset;
   uint64_t recvOffset;
   uint32_t dispatchSignalWord, combineSignalWord, creditWord;
