@@ -482,6 +482,46 @@ LL_TEST(quiet_waits_for_every_wqe) {
   expectDrained(p.a, poller);
 }
 
+// The pattern of a kernel whose block 0 posts a word after the others' data and quiets only much later:
+// per round, four threads post data writes; the last to finish posts a flag (inline) and quiets; thread 0
+// posts its own flag after its data (before or after that quiet) and quiets only after a pause. Every
+// round's data and both flags land, each quiet returns, and nothing is left on the QP.
+LL_TEST(late_quiet_by_one_poster) {
+  Pair p(4, 4);  // 16 WQEBBs: rounds wrap the ring many times
+  DoorbellPoller poller(p.a);
+  constexpr int kThreads = 4, kRounds = 200, kChunk = 64;
+  Block src(kThreads * kChunk), dst(kThreads * kChunk), flags(128);
+  fill(src, 6);
+  const LlMlx5Local l = p.a.local(src);
+  const MemoryKeys r = p.b.reg(dst, kRw), f = p.b.reg(flags, kRw);
+  for (uint64_t round = 1; round <= kRounds; round++) {
+    std::atomic<int> finished{0};
+    std::vector<std::thread> posters;
+    for (int t = 0; t < kThreads; t++)
+      posters.emplace_back([&, t] {
+        const uint64_t at = (uint64_t)t * kChunk;
+        llIbgdaPostWrite(&p.a.qp, {l.addr + at, l.lkey}, kChunk, {dst.addr() + at, r.rkey});
+        if (finished.fetch_add(1) == kThreads - 1) {  // the last: its flag, then quiet
+          llIbgdaPostWriteInline(&p.a.qp, &round, 8, {flags.addr(), f.rkey});
+          EXPECT_EQ(llIbgdaQuiet(&p.a.qp), 0u);
+        }
+        if (t != 0) return;
+        if (round % 3 == 0) sleepMs(1);  // thread 0's flag lands before or after the other quiet
+        llIbgdaPostWriteInline(&p.a.qp, &round, 8, {flags.addr() + 64, f.rkey});
+        if (round % 2 == 0) sleepMs(1);  // "the receive phase"
+        EXPECT_EQ(llIbgdaQuiet(&p.a.qp), 0u);
+      });
+    for (std::thread& th : posters) th.join();
+    uint64_t last, own;
+    std::memcpy(&last, flags.p(), 8);
+    std::memcpy(&own, flags.p() + 64, 8);
+    EXPECT_EQ(last, round);
+    EXPECT_EQ(own, round);
+    EXPECT(std::memcmp(dst.p(), src.p(), dst.size()) == 0);
+  }
+  expectDrained(p.a, poller);
+}
+
 // A write with an unknown rkey: its error CQE (REQ_ERR, REMOTE_ACCESS) comes back from pollCq and quiet,
 // naming the WQE; the WQE before it landed; the WQEs after it are flushed, and every slot is still freed.
 LL_TEST(bad_rkey_reports_remote_access) {
