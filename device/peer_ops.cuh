@@ -90,8 +90,9 @@ __device__ __forceinline__ void llReturnCredits(const llCommonKernelArgs& a, uin
 // call on that half comes after its next call, whose receive waits for this rank's next kernel
 // anyway. A hook keeps its own rendezvous: in an overlap schedule the next kernel may come much later,
 // and a peer's send-only call would spin until then. So do communicators with ibgda peers: credits
-// posted as WQEs by block 0 and quieted only at its end hung the software-mlx5 R=4 matrix until its
-// timeout (docs/perf-notes.md, change 80; the cause is not found).
+// posted as WQEs by block 0 after its send phase and quieted at its end give wrong counts and combine
+// outputs in the software-mlx5 R=4 and hybrid matrices, every run, while quieting right after the
+// post, or posting at the end, passes (docs/perf-notes.md, changes 80 and 85; the cause is not found).
 __device__ __forceinline__ bool llDefersCredits(const llCommonKernelArgs& a) {
   return a.deferCredits && (a.phases & LL_PHASE_SEND) && (a.phases & LL_PHASE_RECV);
 }
