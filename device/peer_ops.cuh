@@ -89,10 +89,12 @@ __device__ __forceinline__ void llReturnCredits(const llCommonKernelArgs& a, uin
 // every read of the half before them. In a stream of fused calls this never delays a peer: its next
 // call on that half comes after its next call, whose receive waits for this rank's next kernel
 // anyway. A hook keeps its own rendezvous: in an overlap schedule the next kernel may come much later,
-// and a peer's send-only call would spin until then. So do communicators with ibgda peers: credits
-// posted as WQEs by block 0 after its send phase and quieted at its end give wrong counts and combine
-// outputs in the software-mlx5 R=4 and hybrid matrices, every run, while quieting right after the
-// post, or posting at the end, passes (docs/perf-notes.md, changes 80 and 85; the cause is not found).
+// and a peer's send-only call would spin until then. So do communicators with ibgda peers: with
+// credits posted as WQEs by block 0 after its send phase and quieted at its end, the software-mlx5
+// R=4 and hybrid matrices time out every run. The model's wire first reports "transport retries
+// exceeded" (a peer's responder gave no answer within 5 s), so a rank stops receiving. Quieting right
+// after the post, or posting at the end, passes (docs/perf-notes.md, changes 80 and 85; why the wire
+// stalls is not found).
 __device__ __forceinline__ bool llDefersCredits(const llCommonKernelArgs& a) {
   return a.deferCredits && (a.phases & LL_PHASE_SEND) && (a.phases & LL_PHASE_RECV);
 }
