@@ -590,7 +590,6 @@ llRefDispatchOut emptyDispatchOut(const llRefShape& sh, llRefPayload payload) {
   return d;
 }
 
-// Compares the dispatch outputs with llRefDispatch and keeps them in c.received.
 // After the stream: a kernel that reported an error (a timeout, a failed WQE) left outputs that are not
 // worth comparing, and the error is what went wrong.
 void expectNoAsyncError(Session& s) {
@@ -600,6 +599,7 @@ void expectNoAsyncError(Session& s) {
   CHECK(asyncError == llSuccess, "a kernel reported %s: %s", llGetErrorString(asyncError), llGetLastError(s.comm));
 }
 
+// Compares the dispatch outputs with llRefDispatch and keeps them in c.received.
 void checkDispatch(Session& s, const Io& io, Call& c) {
   expectNoAsyncError(s);
   c.received = emptyDispatchOut(s.shape, c.payload);
