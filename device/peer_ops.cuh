@@ -76,8 +76,9 @@ __device__ __forceinline__ void llPostCredits(const llCommonKernelArgs& a, int h
     if (peer != a.rank) llSetPeerWord(a, peer, offset, seq, ordered);
 }
 
-// A hook's receive phase, by its last block: credits for this call's half, quiet before the kernel
-// ends, so that no WQE outlives the call that posted it.
+// A receive phase that returns its own credits (a hook's, or any call's on a communicator with ibgda
+// peers), by its last block: credits for this call's half, quiet before the kernel ends, so that no
+// WQE outlives the call that posted it.
 __device__ __forceinline__ void llReturnCredits(const llCommonKernelArgs& a, uint64_t seq) {
   llPostCredits(a, a.half, seq, true);
   llIbgdaQuietAll(a);
